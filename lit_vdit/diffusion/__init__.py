@@ -1,0 +1,25 @@
+"""Noise schedules, objectives and samplers: pure tensors in, tensors out (no Lightning)."""
+
+from lit_vdit.diffusion.objectives import GaussianDiffusion, Objective, RectifiedFlow
+from lit_vdit.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    EulerSampler,
+    HeunSampler,
+    Sampler,
+    default_sampler,
+    denoiser_fn,
+)
+
+__all__ = [
+    "DDIMSampler",
+    "DDPMSampler",
+    "EulerSampler",
+    "GaussianDiffusion",
+    "HeunSampler",
+    "Objective",
+    "RectifiedFlow",
+    "Sampler",
+    "default_sampler",
+    "denoiser_fn",
+]

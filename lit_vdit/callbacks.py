@@ -1,0 +1,182 @@
+"""Callbacks: the per-run scaling record (metrics.csv, result.json) and the video writer for predict."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+from lit_vdit.io import atomic_write_json, atomic_write_text
+from lit_vdit.video_io import write_video
+
+
+def log_spaced_steps(max_steps: int, points: int) -> list[int]:
+    """About ``points`` evaluation steps, logarithmically spaced in [1, max_steps], always with the last."""
+    steps = np.unique(np.round(np.geomspace(1, max_steps, num=max(points, 1))).astype(int))
+    return sorted({int(s) for s in steps} | {max_steps})
+
+
+def environment() -> dict[str, str]:
+    """Hardware and versions stored with every result."""
+    hardware = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu:{platform.processor() or platform.machine()}"
+    )
+    return {
+        "hardware": hardware,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+
+
+class ScalingRecorder(Callback):
+    """Evaluates the low-variance validation loss at log-spaced steps and writes the run's record.
+
+    ``metrics.csv`` gets one row per evaluation point (step, samples/tokens/FLOPs seen, train loss
+    since the previous point, validation loss raw and EMA, wall time, throughput) and
+    ``result.json`` the final row with parameters, costs, settings and environment. Both are
+    rewritten atomically at each point, and the rows are saved in checkpoints so a resumed run
+    continues the same table.
+
+    Args:
+        eval_points: number of log-spaced evaluation steps (the final step is always evaluated).
+        out_dir: where to write; defaults to the trainer's ``default_root_dir``.
+        run_info: extra fields stored in every row and in result.json (run id, preset, config hash...).
+    """
+
+    def __init__(
+        self, eval_points: int = 10, out_dir: str | None = None, run_info: dict[str, Any] | None = None
+    ) -> None:
+        self.eval_points = eval_points
+        self.out_dir = out_dir
+        self.run_info = dict(run_info or {})
+        self.rows: list[dict[str, Any]] = []
+        self.train_time = 0.0
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._tic = 0.0
+        self._steps: set[int] = set()
+
+    def directory(self, trainer: L.Trainer) -> Path:
+        return Path(self.out_dir or trainer.default_root_dir)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.max_steps or trainer.max_steps < 0:
+            raise ValueError(
+                "ScalingRecorder needs trainer.max_steps (scaling runs are defined by their step budget)"
+            )
+        self._steps = set(log_spaced_steps(trainer.max_steps, self.eval_points))
+        self._tic = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._loss_sum += float(outputs["loss"])
+        self._loss_count += 1
+        step = trainer.global_step
+        if step in self._steps and (not self.rows or self.rows[-1]["step"] < step):
+            self.train_time += time.perf_counter() - self._tic
+            self.evaluate(trainer, pl_module)
+            self._tic = time.perf_counter()
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        was_training = pl_module.training
+        pl_module.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch_idx, batch in enumerate(trainer.datamodule.val_dataloader()):
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            for name, loss in pl_module.validation_losses(batch, batch_idx).items():
+                totals[name] = totals.get(name, 0.0) + float(loss.sum())
+            count += len(batch["label"])
+        pl_module.train(was_training)
+        row = {
+            **self.run_info,
+            "step": trainer.global_step,
+            **pl_module.accounting(),
+            "train_loss": self._loss_sum / max(self._loss_count, 1),
+            **{f"val_loss_{name}": total / count for name, total in totals.items()},
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "wall_time_s": self.train_time,
+            "samples_per_s": pl_module.samples_seen / self.train_time if self.train_time > 0 else math.nan,
+        }
+        self._loss_sum, self._loss_count = 0.0, 0
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        out = self.directory(trainer)
+        buffer = io.StringIO()
+        fields = list(dict.fromkeys(key for row in self.rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(out / "metrics.csv", buffer.getvalue())
+        strategy = trainer.strategy
+        result = {
+            **self.run_info,
+            "finished": trainer.global_step >= trainer.max_steps,
+            "final": self.rows[-1],
+            "costs": pl_module.costs,
+            "hparams": dict(pl_module.hparams),
+            "denoiser": type(pl_module.denoiser).__name__,
+            "objective": type(pl_module.objective).__name__,
+            "strategy": type(strategy).__name__,
+            "precision": str(trainer.precision),
+            "world_size": trainer.world_size,
+            "batch_size_per_device": getattr(trainer.datamodule, "batch_size", None),
+            "train_clips": getattr(trainer.datamodule, "train_size", None),
+            **environment(),
+        }
+        atomic_write_json(out / "result.json", result)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "train_time": self.train_time}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+        self.train_time = float(state_dict.get("train_time", 0.0))
+
+
+class VideoWriter(BasePredictionWriter):
+    """Writes each generated video of ``predict`` as ``sample_<index>_class<label>.<format>``.
+
+    ``out_dir`` defaults to ``<default_root_dir>/samples``.
+    """
+
+    def __init__(self, out_dir: str | None = None, video_format: str = "mp4", fps: int = 8) -> None:
+        super().__init__(write_interval="batch")
+        if video_format not in ("mp4", "gif"):
+            raise ValueError(f"video_format must be 'mp4' or 'gif', got {video_format!r}")
+        self.out_dir, self.video_format, self.fps = out_dir, video_format, fps
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        for video, label, index in zip(
+            prediction["video"], prediction["label"], prediction["index"], strict=True
+        ):
+            name = f"sample_{int(index):05d}_class{int(label)}.{self.video_format}"
+            write_video(
+                Path(self.out_dir or Path(trainer.default_root_dir) / "samples") / name, video, self.fps
+            )

@@ -1,0 +1,137 @@
+"""The ``lit-vdit`` command.
+
+``fit | validate | test | predict`` go through LightningCLI with the YAMLs in ``configs/``
+(``--config``, ``--model``, ``--data``, ``--trainer``, ``--print_config``, class_path/init_args).
+``info`` prints a model's parameters and FLOPs without training; ``analyze`` runs the analysis
+package; ``demo`` runs the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from lit_vdit.data import VideoDataModule
+
+
+class VDiTCLI(LightningCLI):
+    """LightningCLI with lit_vdit's defaults: any LightningModule / VideoDataModule by class_path.
+
+    A run writes everything under ``trainer.default_root_dir``: unless the config names its own
+    loggers and checkpoint folder, TensorBoard logs go to ``tensorboard/``, Lightning's CSV log to
+    ``csv/`` and checkpoints to ``checkpoints/``. The progress bar is Rich's unless disabled.
+    """
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
+        root = Path(config.get("default_root_dir") or ".")
+        if config.get("logger") in (None, True):
+            config["logger"] = [
+                TensorBoardLogger(root, name="tensorboard", version=""),
+                CSVLogger(root, name="csv", version=""),
+            ]
+        configured = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            callbacks = [*callbacks, RichProgressBar()]
+        trainer = super()._instantiate_trainer(config, callbacks)
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(root / "checkpoints")
+        return trainer
+
+
+def lightning_cli(args: list[str], run: bool = True) -> VDiTCLI:
+    sys.argv = sys.argv[:1]  # the arguments are ``args``: LightningCLI must not also read sys.argv
+    return VDiTCLI(
+        L.LightningModule,
+        VideoDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+
+
+def load_model_config(path: str) -> dict[str, Any]:
+    """A model YAML: ``class_path`` + ``init_args`` (or the same under a top-level ``model`` key)."""
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"lit-vdit info: model config {path!r} not found (try configs/model/*.yaml)")
+    config = yaml.safe_load(file.read_text())
+    config = config.get("model", config) if isinstance(config, dict) else config
+    if not isinstance(config, dict) or "class_path" not in config:
+        raise SystemExit(f"lit-vdit info: {path} is not a model config with class_path/init_args")
+    return config
+
+
+def model_info(
+    config: dict[str, Any], clip_shape: list[int] | None, num_classes: int | None
+) -> dict[str, Any]:
+    """Parameters and per-sample FLOPs of a DiffusionModule config, measured without training."""
+    init_args = dict(config.get("init_args", {}))
+    clip_shape = clip_shape or init_args.pop("clip_shape", None)
+    num_classes = num_classes if num_classes is not None else init_args.pop("num_classes", None)
+    init_args.pop("clip_shape", None), init_args.pop("num_classes", None)
+    if clip_shape is None or num_classes is None:
+        raise SystemExit(
+            "lit-vdit info: give the input with --clip-shape C T H W and --num-classes N (or in the config)"
+        )
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(L.LightningModule, "model")
+    cfg = parser.parse_object({"model": {"class_path": config["class_path"], "init_args": init_args}})
+    module = parser.instantiate_classes(cfg).model
+    return module.describe(tuple(clip_shape), int(num_classes))
+
+
+def info_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lit-vdit info", description=model_info.__doc__)
+    parser.add_argument(
+        "--model", required=True, help="model YAML (class_path/init_args of a DiffusionModule)"
+    )
+    parser.add_argument(
+        "--clip-shape", type=int, nargs=4, metavar=("C", "T", "H", "W"), help="video clip shape"
+    )
+    parser.add_argument("--num-classes", type=int, help="number of classes (0: unconditional)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    info = model_info(load_model_config(args.model), args.clip_shape, args.num_classes)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:24s} {value:,}" if isinstance(value, int) else f"{key:24s} {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else ""
+    if command == "info":
+        return info_main(args[1:])
+    if command == "analyze":
+        from analysis.cli import main as analyze_main
+
+        return analyze_main(args[1:])
+    if command == "demo":
+        from lit_vdit.demo import main as demo_main
+
+        return demo_main(args[1:])
+    lightning_cli(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""LightningDataModule conventions shared by every video source.
+
+Batches are ``{"video": (B, C, T, H, W) in [-1, 1], "label": (B,)}``. Each DataModule exposes
+``clip_shape`` (C, T, H, W), ``num_classes`` and ``train_size`` (unique training clips: the data
+budget), which the DiffusionModule reads when it builds its model.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
+
+
+class GenerationDataset(Dataset):
+    """What ``predict`` generates: one item per video with its class label and noise seed."""
+
+    def __init__(self, num_videos: int, num_classes: int, seed: int = 0) -> None:
+        self.num_videos, self.num_classes, self.seed = num_videos, num_classes, seed
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __getitem__(self, index: int) -> dict[str, int]:
+        label = index % self.num_classes if self.num_classes else 0
+        return {"label": label, "seed": self.seed * 1_000_003 + index, "index": index}
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Shared loaders; subclasses set ``self.train_set`` and ``self.val_set`` in ``setup``.
+
+    Args:
+        batch_size: per-process training batch size.
+        val_batch_size: validation batch size (defaults to ``batch_size``).
+        num_workers: DataLoader worker processes.
+        num_predict: number of videos ``predict`` generates.
+        seed: seed for shuffling (and for procedural data).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_predict: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.num_predict = num_predict
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def train_size(self) -> int:
+        raise NotImplementedError
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = None
+        if shuffle and len(dataset) >= UNBOUNDED_CLIPS:
+            # An unbounded stream: draw indices with replacement; an "epoch" is 1000 batches.
+            sampler = RandomSampler(
+                dataset, replacement=True, num_samples=1000 * batch_size, generator=generator
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=generator if sampler is None else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(
+            GenerationDataset(self.num_predict, self.num_classes, self.seed), self.val_batch_size, False
+        )
+
+
+class SyntheticDataModule(VideoDataModule):
+    """Moving-shapes videos (see :mod:`lit_vdit.data.synthetic`): train and val never overlap.
+
+    Args:
+        num_clips: unique training clips (the data budget); None for an unbounded stream.
+        val_clips: fixed validation clips.
+        frames, height, width: clip size.
+        num_classes: classes (1..16).
+    """
+
+    def __init__(
+        self,
+        num_clips: int | None = 1024,
+        val_clips: int = 64,
+        frames: int = 8,
+        height: int = 32,
+        width: int = 32,
+        num_classes: int = MAX_CLASSES,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_predict: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        self.num_clips, self.val_clips = num_clips, val_clips
+        self.frames, self.height, self.width = frames, height, width
+        self._num_classes = num_classes
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.frames, self.height, self.width)
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def train_size(self) -> int:
+        return len(self._dataset("train", self.num_clips))
+
+    def _dataset(self, split: str, num_clips: int | None) -> SyntheticVideoDataset:
+        return SyntheticVideoDataset(
+            num_clips, self.frames, self.height, self.width, self._num_classes, seed=self.seed, split=split
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._dataset("train", self.num_clips)
+        self.val_set = self._dataset("val", self.val_clips)

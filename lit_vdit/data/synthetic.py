@@ -1,0 +1,146 @@
+"""Procedural "moving shapes" videos: the embedded default dataset, no download, any size.
+
+Each clip is a pure function of (seed, split, index): a smooth random background, one class object
+and a few distractor shapes that move, may occlude each other and leave the frame. The class is
+(shape, motion) of the main object: 4 shapes x 4 motions = 16 classes at most.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+from torch.utils.data import Dataset
+
+SHAPES = ("circle", "square", "triangle", "ring")
+MOTIONS = ("linear", "circular", "bounce", "zoom")
+MAX_CLASSES = len(SHAPES) * len(MOTIONS)
+UNBOUNDED_CLIPS = 2**31 - 1
+
+
+def _shape_mask(kind: str, dx: torch.Tensor, dy: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Soft mask (anti-aliased over ~1 pixel) of a shape centred at the origin; dx, dy in pixels."""
+    if kind == "circle":
+        dist = torch.sqrt(dx**2 + dy**2) - radius
+    elif kind == "square":
+        dist = torch.maximum(dx.abs(), dy.abs()) - radius * 0.85
+    elif kind == "triangle":
+        # Equilateral triangle pointing up: the max of three half-plane distances.
+        edges = [
+            dy - radius * 0.5,
+            -0.866 * dx - 0.5 * dy - radius * 0.5,
+            0.866 * dx - 0.5 * dy - radius * 0.5,
+        ]
+        dist = torch.stack(edges).amax(0)
+    else:  # ring
+        dist = (torch.sqrt(dx**2 + dy**2) - radius * 0.75).abs() - radius * 0.3
+    return (0.5 - dist).clamp(0, 1)
+
+
+class SyntheticVideoDataset(Dataset):
+    """Moving-shapes clips as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``.
+
+    Args:
+        num_clips: number of unique clips (the data budget); None for an unbounded stream.
+        frames, height, width: clip size.
+        num_classes: classes used (1..16); 1 makes an effectively unconditional dataset.
+        seed: dataset seed; together with ``split`` and the index it fixes every pixel.
+        split: "train" or "val"; the two splits draw from disjoint seed streams.
+        distractors: number of extra shapes per clip (occluders, not part of the label).
+    """
+
+    def __init__(
+        self,
+        num_clips: int | None = 1024,
+        frames: int = 8,
+        height: int = 32,
+        width: int = 32,
+        num_classes: int = MAX_CLASSES,
+        seed: int = 0,
+        split: str = "train",
+        distractors: int = 2,
+    ) -> None:
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(
+                f"num_classes must be in [1, {MAX_CLASSES}] for the synthetic dataset, got {num_classes}"
+            )
+        if num_clips is not None and num_clips < 1:
+            raise ValueError(f"num_clips must be a positive number of unique clips or None, got {num_clips}")
+        self.num_clips = num_clips
+        self.frames, self.height, self.width = frames, height, width
+        self.num_classes = num_classes
+        self.seed = seed
+        self.split = split
+        self.distractors = distractors
+
+    def __len__(self) -> int:
+        return self.num_clips if self.num_clips is not None else UNBOUNDED_CLIPS
+
+    def generator(self, index: int) -> torch.Generator:
+        key = f"{self.seed}/{self.split}/{index}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(key) * 2654435761 % 2**63 + index)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        g = self.generator(index)
+        label = int(torch.randint(self.num_classes, (1,), generator=g))
+        video = self.background(g)
+        objects = [(SHAPES[label % len(SHAPES)], MOTIONS[label // len(SHAPES)])]
+        objects += [
+            (
+                SHAPES[int(torch.randint(len(SHAPES), (1,), generator=g))],
+                MOTIONS[int(torch.randint(4, (1,), generator=g))],
+            )
+            for _ in range(self.distractors)
+        ]
+        # Draw back to front; the class object is drawn in a random depth order among distractors.
+        order = torch.randperm(len(objects), generator=g).tolist()
+        for i in order:
+            video = self.draw(video, *objects[i], g)
+        return {"video": video * 2 - 1, "label": label}
+
+    def background(self, g: torch.Generator) -> torch.Tensor:
+        """A smooth two-colour gradient in a random direction, drifting slowly over time."""
+        c0, c1 = torch.rand(2, 3, 1, 1, 1, generator=g) * 0.6
+        angle = float(torch.rand(1, generator=g)) * 2 * math.pi
+        t, h, w = self.frames, self.height, self.width
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        drift = torch.linspace(0, 0.5, t).view(t, 1, 1)
+        ramp = ((math.cos(angle) * xs + math.sin(angle) * ys)[None] + drift).sin() * 0.5 + 0.5
+        return c0 + (c1 - c0) * ramp.unsqueeze(0)
+
+    def draw(self, video: torch.Tensor, shape: str, motion: str, g: torch.Generator) -> torch.Tensor:
+        t, h, w = self.frames, self.height, self.width
+        size = min(h, w)
+        colour = 0.3 + 0.7 * torch.rand(3, 1, 1, 1, generator=g)
+        radius = size * (0.12 + 0.1 * float(torch.rand(1, generator=g)))
+        cx, cy = (torch.rand(2, generator=g) * 0.6 + 0.2).tolist()
+        speed = size * (0.03 + 0.05 * float(torch.rand(1, generator=g)))
+        heading = float(torch.rand(1, generator=g)) * 2 * math.pi
+        steps = torch.arange(t, dtype=torch.float32)
+        x0, y0 = cx * w, cy * h
+        if motion == "linear":
+            xs, ys, rs = (
+                x0 + speed * steps * math.cos(heading),
+                y0 + speed * steps * math.sin(heading),
+                radius,
+            )
+        elif motion == "circular":
+            phase = heading + steps * speed / (0.25 * size)
+            xs, ys, rs = x0 + 0.25 * size * torch.cos(phase), y0 + 0.25 * size * torch.sin(phase), radius
+        elif motion == "bounce":
+            ys = h - radius - (h - 2 * radius) * (torch.sin(steps * speed / size * math.pi) ** 2)
+            xs, rs = x0 + 0 * steps, radius
+        else:  # zoom
+            xs, ys = x0 + 0 * steps, y0 + 0 * steps
+            rs = radius * (0.6 + 0.8 * (torch.sin(steps * speed / size * math.pi + heading) * 0.5 + 0.5))
+        rs = torch.as_tensor(rs, dtype=torch.float32).expand(t)
+        gy, gx = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+        )
+        dx = gx[None] - xs.view(t, 1, 1)
+        dy = gy[None] - ys.view(t, 1, 1)
+        mask = _shape_mask(shape, dx, dy, rs.view(t, 1, 1)).unsqueeze(0)
+        return video * (1 - mask) + colour * mask

@@ -1,0 +1,242 @@
+"""Training objectives: Gaussian diffusion (epsilon or v prediction, learned sigma) and rectified flow.
+
+An objective owns the forward (noising) process, the timestep distribution, the regression target,
+the per-sample training loss, and the conversion of a model output back to (x0, epsilon) that the
+samplers use. ``model_fn(x_t, model_time) -> output`` is any callable (a denoiser with its labels
+bound, or a classifier-free-guided wrapper).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from lit_vdit.diffusion.schedules import make_betas
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the batch."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values[t] broadcast to ``like`` (B, ...), computed in float64 and cast to ``like``'s dtype."""
+    out = values.to(t.device)[t].to(like.dtype)
+    return out.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def normal_kl(
+    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise."""
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
+
+
+def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """-log p(x) of data in [-1, 1] quantised to 256 levels under a Gaussian (improved DDPM decoder)."""
+    centered = x - mean
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = torch.special.ndtr(inv_std * (centered + 1.0 / 255))
+    cdf_minus = torch.special.ndtr(inv_std * (centered - 1.0 / 255))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_minus).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_minus).clamp(min=1e-12))
+    log_probs = torch.where(
+        x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta)
+    )
+    return -log_probs
+
+
+class GaussianDiffusion:
+    """Discrete-time DDPM forward process with epsilon or v prediction.
+
+    Args:
+        prediction: "epsilon" (DDPM / DiT) or "v" (Salimans & Ho 2022).
+        schedule: "linear" or "cosine" betas.
+        num_timesteps: number of training timesteps T.
+        learn_sigma: the model also outputs the variance interpolation ``v`` and is trained with the
+            improved-DDPM hybrid loss ``L_simple + L_vlb`` (epsilon prediction only).
+    """
+
+    def __init__(
+        self,
+        prediction: Literal["epsilon", "v"] = "epsilon",
+        schedule: Literal["linear", "cosine"] = "linear",
+        num_timesteps: int = 1000,
+        learn_sigma: bool = False,
+    ) -> None:
+        if prediction not in ("epsilon", "v"):
+            raise ValueError(f"prediction must be 'epsilon' or 'v', got {prediction!r}")
+        if learn_sigma and prediction != "epsilon":
+            raise ValueError(
+                "learn_sigma (improved-DDPM hybrid loss) is implemented for prediction='epsilon'"
+            )
+        self.prediction = prediction
+        self.schedule = schedule
+        self.learn_sigma = learn_sigma
+        self.set_betas(make_betas(schedule, num_timesteps), torch.arange(num_timesteps))
+
+    def set_betas(self, betas: torch.Tensor, timestep_map: torch.Tensor) -> None:
+        """(Re)define the process from betas; ``timestep_map`` maps step index -> model time."""
+        self.betas = betas
+        self.timestep_map = timestep_map
+        self.num_timesteps = len(betas)
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        # The posterior variance is 0 at t=0: clip the log as improved DDPM does.
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
+        )
+        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - self.alphas_cumprod)
+        )
+
+    def respaced(self, steps: int) -> GaussianDiffusion:
+        """The same process on ``steps`` evenly spaced timesteps (for fast DDPM / DDIM sampling)."""
+        if not 1 <= steps <= self.num_timesteps:
+            raise ValueError(f"sampling steps must be in [1, {self.num_timesteps}], got {steps}")
+        keep = torch.linspace(0, self.num_timesteps - 1, steps).round().long().unique()
+        ab = self.alphas_cumprod[keep]
+        betas = 1.0 - ab / torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        out = object.__new__(GaussianDiffusion)
+        out.prediction, out.schedule, out.learn_sigma = self.prediction, self.schedule, self.learn_sigma
+        out.set_betas(betas, self.timestep_map[keep])
+        return out
+
+    # -- training --------------------------------------------------------------------------------
+    @property
+    def output_channel_multiplier(self) -> int:
+        return 2 if self.learn_sigma else 1
+
+    def sample_timesteps(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return torch.randint(0, self.num_timesteps, (n,), device=device, generator=generator)
+
+    def validation_timesteps(self, k: int) -> torch.Tensor:
+        """k fixed timesteps spread over the whole range, for the low-variance validation loss."""
+        return ((torch.arange(k) + 0.5) * self.num_timesteps / k).long()
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        return self.timestep_map.to(t.device)[t].float()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = _gather(self.alphas_cumprod, t, x0)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "epsilon":
+            return noise
+        ab = _gather(self.alphas_cumprod, t, x0)
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample training loss (B,) at timesteps ``t`` with the given noise."""
+        x_t = self.add_noise(x0, noise, t)
+        out = model_fn(x_t, self.model_time(t))
+        prediction = out[:, : x0.shape[1]]
+        loss = mean_flat((prediction - self.target(x0, noise, t)) ** 2)
+        if self.learn_sigma:
+            # The variance is learned through L_vlb only: the mean is frozen in this term (improved DDPM).
+            frozen = torch.cat([prediction.detach(), out[:, x0.shape[1] :]], dim=1)
+            loss = loss + self.vlb_terms(frozen, x0, x_t, t)
+        return loss
+
+    def vlb_terms(
+        self, out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Variational bound term L_{t-1} in bits per dimension (decoder NLL at t=0)."""
+        true_mean, true_logvar = self.q_posterior(x0, x_t, t)
+        model_mean, model_logvar = self.p_mean_variance(out, x_t, t)
+        kl = mean_flat(normal_kl(true_mean, true_logvar, model_mean, model_logvar)) / math.log(2.0)
+        nll = mean_flat(discretized_gaussian_nll(x0, model_mean, 0.5 * model_logvar)) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    # -- posterior and model distribution ----------------------------------------------------------
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = (
+            _gather(self.posterior_mean_coef1, t, x_t) * x0 + _gather(self.posterior_mean_coef2, t, x_t) * x_t
+        )
+        return mean, _gather(self.posterior_log_variance_clipped, t, x_t)
+
+    def predict_x0_eps(
+        self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Convert the prediction channels of a model output into (x0, epsilon) estimates."""
+        pred = out[:, : x_t.shape[1]]
+        ab = _gather(self.alphas_cumprod, t, x_t)
+        if self.prediction == "epsilon":
+            return (x_t - (1 - ab).sqrt() * pred) / ab.sqrt(), pred
+        return ab.sqrt() * x_t - (1 - ab).sqrt() * pred, (1 - ab).sqrt() * x_t + ab.sqrt() * pred
+
+    def p_mean_variance(
+        self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of p(x_{t-1} | x_t); learned variance interpolates beta and beta-tilde."""
+        x0, _ = self.predict_x0_eps(out, x_t, t)
+        mean, min_log = self.q_posterior(x0, x_t, t)
+        max_log = _gather(torch.log(self.betas), t, x_t)
+        if self.learn_sigma:
+            frac = (out[:, x_t.shape[1] :] + 1) / 2
+            return mean, frac * max_log + (1 - frac) * min_log
+        # Fixed "large" variance (beta_t, with the posterior's at t=0) as DDPM uses for sampling.
+        fixed = torch.cat([self.posterior_variance[1:2], self.betas[1:]])
+        return mean, _gather(torch.log(fixed), t, x_t)
+
+
+class RectifiedFlow:
+    """Rectified flow / flow matching: x_t = (1 - t) x0 + t eps, the model predicts v = eps - x0.
+
+    Training times follow a logit-normal distribution (Esser et al. 2024, SD3); the model sees
+    ``1000 * t`` so that the timestep embedder works on the same scale as for diffusion.
+    """
+
+    learn_sigma = False
+    output_channel_multiplier = 1
+
+    def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0) -> None:
+        self.logit_mean = logit_mean
+        self.logit_std = logit_std
+
+    def sample_timesteps(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        z = torch.randn(n, device=device, generator=generator)
+        return torch.sigmoid(self.logit_mean + self.logit_std * z)
+
+    def validation_timesteps(self, k: int) -> torch.Tensor:
+        return (torch.arange(k, dtype=torch.float32) + 0.5) / k
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        return 1000.0 * t.float()
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+        return (1 - t) * x0 + t * noise
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return noise - x0
+
+    def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x_t = self.add_noise(x0, noise, t)
+        return mean_flat((model_fn(x_t, self.model_time(t)) - self.target(x0, noise, t)) ** 2)
+
+    def predict_x0_eps(
+        self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = t.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return x_t - t * out, x_t + (1 - t) * out
+
+
+Objective = GaussianDiffusion | RectifiedFlow

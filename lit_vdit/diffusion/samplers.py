@@ -1,0 +1,156 @@
+"""Samplers (DDPM, DDIM for Gaussian diffusion; Euler and Heun for rectified flow) and CFG.
+
+Each sampler turns noise into a sample with ``sample(objective, model_fn, noise, generator)``;
+``model_fn(x_t, model_time)`` is built by :func:`denoiser_fn` (optionally classifier-free guided).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lit_vdit.diffusion.objectives import GaussianDiffusion, ModelFn, Objective, RectifiedFlow
+
+
+def denoiser_fn(
+    denoiser: nn.Module,
+    y: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    null_class: int | None = None,
+) -> ModelFn:
+    """Bind labels to a denoiser; with ``guidance_scale != 1`` apply classifier-free guidance.
+
+    Guidance extrapolates the prediction channels from the unconditional towards the conditional
+    output; learned-variance channels (if any) are taken from the conditional half, as in DiT.
+    """
+    if guidance_scale == 1.0 or y is None:
+        return lambda x, t: denoiser(x, t, y)
+    if null_class is None:
+        raise ValueError(
+            "classifier-free guidance needs a model trained with label dropout (class_dropout_prob > 0)"
+        )
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
+        cond, uncond = out.chunk(2)
+        channels = x.shape[1]
+        pred = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])
+        return torch.cat([pred, cond[:, channels:]], dim=1)
+
+    return guided
+
+
+def _require(objective: Objective, kind: type, sampler: str) -> None:
+    if not isinstance(objective, kind):
+        other = "EulerSampler/HeunSampler" if kind is GaussianDiffusion else "DDPMSampler/DDIMSampler"
+        raise ValueError(
+            f"{sampler} samples a {kind.__name__} objective, but the model was trained with "
+            f"{type(objective).__name__}: use {other}"
+        )
+
+
+class DDPMSampler:
+    """Ancestral sampling (Ho et al. 2020) on ``steps`` respaced timesteps; uses a learned variance."""
+
+    def __init__(self, steps: int = 250) -> None:
+        self.steps = steps
+
+    def sample(
+        self,
+        objective: Objective,
+        model_fn: ModelFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        _require(objective, GaussianDiffusion, "DDPMSampler")
+        diffusion = objective.respaced(self.steps)
+        x = noise
+        for i in reversed(range(diffusion.num_timesteps)):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            mean, logvar = diffusion.p_mean_variance(model_fn(x, diffusion.model_time(t)), x, t)
+            if i == 0:
+                return mean
+            x = mean + torch.exp(0.5 * logvar) * torch.randn(x.shape, generator=generator).to(x)
+        return x
+
+
+class DDIMSampler:
+    """DDIM (Song et al. 2021); ``eta=0`` is deterministic, ``eta=1`` matches DDPM's variance."""
+
+    def __init__(self, steps: int = 50, eta: float = 0.0) -> None:
+        self.steps = steps
+        self.eta = eta
+
+    def sample(
+        self,
+        objective: Objective,
+        model_fn: ModelFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        _require(objective, GaussianDiffusion, "DDIMSampler")
+        diffusion = objective.respaced(self.steps)
+        x = noise
+        for i in reversed(range(diffusion.num_timesteps)):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            x0, eps = diffusion.predict_x0_eps(model_fn(x, diffusion.model_time(t)), x, t)
+            ab, ab_prev = diffusion.alphas_cumprod[i].item(), diffusion.alphas_cumprod_prev[i].item()
+            sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
+            x = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps
+            if sigma > 0:
+                x = x + sigma * torch.randn(x.shape, generator=generator).to(x)
+        return x
+
+
+class EulerSampler:
+    """Euler integration of the flow ODE from t=1 (noise) to t=0 (data) in ``steps`` uniform steps."""
+
+    def __init__(self, steps: int = 50) -> None:
+        self.steps = steps
+
+    def sample(
+        self,
+        objective: Objective,
+        model_fn: ModelFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        _require(objective, RectifiedFlow, type(self).__name__)
+        times = torch.linspace(1.0, 0.0, self.steps + 1, device=noise.device)
+        x = noise
+        for t_cur, t_next in zip(times[:-1], times[1:], strict=True):
+            x = self.step(objective, model_fn, x, t_cur, t_next)
+        return x
+
+    @staticmethod
+    def velocity(
+        objective: RectifiedFlow, model_fn: ModelFn, x: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        return model_fn(x, objective.model_time(t.expand(x.shape[0])))
+
+    def step(
+        self, objective: RectifiedFlow, model_fn: ModelFn, x: torch.Tensor, t_cur, t_next
+    ) -> torch.Tensor:
+        return x + (t_next - t_cur) * self.velocity(objective, model_fn, x, t_cur)
+
+
+class HeunSampler(EulerSampler):
+    """Heun's second-order method (an Euler step corrected by the average slope); last step is Euler."""
+
+    def step(
+        self, objective: RectifiedFlow, model_fn: ModelFn, x: torch.Tensor, t_cur, t_next
+    ) -> torch.Tensor:
+        v_cur = self.velocity(objective, model_fn, x, t_cur)
+        x_euler = x + (t_next - t_cur) * v_cur
+        if t_next == 0:
+            return x_euler
+        v_next = self.velocity(objective, model_fn, x_euler, t_next)
+        return x + (t_next - t_cur) * 0.5 * (v_cur + v_next)
+
+
+Sampler = DDPMSampler | DDIMSampler | EulerSampler | HeunSampler
+
+
+def default_sampler(objective: Objective) -> Sampler:
+    """DDIM-50 for Gaussian diffusion, Euler-50 for rectified flow."""
+    return EulerSampler() if isinstance(objective, RectifiedFlow) else DDIMSampler()

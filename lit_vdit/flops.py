@@ -1,0 +1,84 @@
+"""FLOP accounting with ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs).
+
+``FlopCounterMode`` counts matmuls, convolutions and the CUDA attention kernels, but not the fused
+CPU attention kernel (``aten._scaled_dot_product_flash_attention_for_cpu``): without the formulas
+registered below every attention product on a CPU run would be silently missing from C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils import flop_counter
+
+aten = torch.ops.aten
+
+
+def _register_cpu_attention() -> None:
+    forward_op = aten._scaled_dot_product_flash_attention_for_cpu
+    backward_op = aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward_op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward_op)
+    def _forward(query_shape, key_shape, value_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @flop_counter.register_flop_formula(backward_op)
+    def _backward(
+        grad_out_shape, query_shape, key_shape, value_shape, *args: Any, out_shape=None, **kwargs: Any
+    ) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_register_cpu_attention()
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Total FLOPs executed by ``fn()``."""
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def six_nd(params: int, tokens: float) -> float:
+    """Kaplan et al.'s estimate of training FLOPs: 6 x parameters x tokens."""
+    return 6.0 * params * tokens
+
+
+def denoiser_costs(
+    build: Callable[[], torch.nn.Module],
+    objective: Any,
+    input_shape: tuple[int, int, int, int],
+    num_classes: int,
+) -> dict[str, int]:
+    """Parameters and per-sample FLOPs of a denoiser, measured on a meta-device copy (no compute).
+
+    ``flops_forward`` is one forward pass; ``flops_train_step`` is the forward and backward of the
+    objective's training loss. Both are per sample (batch of 1).
+    """
+    with torch.device("meta"):
+        model = build()
+    params_total = sum(p.numel() for p in model.parameters())
+    params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    embedding = model.embedding_parameters() if hasattr(model, "embedding_parameters") else 0
+    x = torch.zeros(1, *input_shape, device="meta")
+    y = torch.zeros(1, dtype=torch.long, device="meta") if num_classes else None
+    t = objective.sample_timesteps(1, torch.device("cpu")).to("meta")
+
+    def model_fn(x_t: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        return model(x_t, time, y)
+
+    flops_forward = count_flops(lambda: model_fn(x, objective.model_time(t)))
+    flops_train = count_flops(lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward())
+    channels, frames, height, width = input_shape
+    return {
+        "params_total": params_total,
+        "params_trainable": params_trainable,
+        "params_non_embedding": params_total - embedding,
+        "flops_forward": flops_forward,
+        "flops_train_step": flops_train,
+        "tokens_per_sample": int(getattr(model, "num_tokens", frames * height * width)),
+    }

@@ -1,0 +1,280 @@
+"""Video Diffusion Transformer (DiT): spatiotemporal patches -> adaLN-Zero transformer -> patches.
+
+Follows facebookresearch/DiT (Peebles & Xie 2023) and extends it to video:
+- patches of size (pt, ph, pw) over a (C, T, H, W) latent clip;
+- fixed 3D sin-cos position embedding, or 3D RoPE inside attention;
+- attention layout ``full`` (joint space-time attention, as CogVideoX / Sora) or ``interleaved``
+  (alternating spatial and temporal blocks, as Latte).
+With T=1 and patch (1, 2, 2) the model and its parameter count are exactly DiT's.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from lit_vdit.models.layers import (
+    Attention,
+    LabelEmbedder,
+    Mlp,
+    RotaryEmbedding3D,
+    TimestepEmbedder,
+    modulate,
+    sincos_3d,
+)
+
+# (hidden size, depth, heads). DiT's family; patch size is given as "S/2", "XL/8", ...
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+# A CPU ladder, ~15K to ~23M parameters at about x2.2 per rung: width grows by ~sqrt(2) per rung,
+# depth by ~1.25, head dim is 16 up to width 64 and 32 above.
+LADDER_SIZES: dict[str, tuple[int, int, int]] = {
+    "T0": (16, 2, 1),
+    "T1": (24, 3, 2),
+    "T2": (32, 4, 2),
+    "T3": (48, 4, 3),
+    "T4": (64, 5, 4),
+    "T5": (96, 6, 3),
+    "T6": (128, 8, 4),
+    "T7": (192, 8, 6),
+    "T8": (256, 10, 8),
+    "T9": (320, 12, 10),
+}
+PRESETS: dict[str, tuple[int, int, int]] = {**DIT_SIZES, **LADDER_SIZES}
+
+
+def parse_preset(preset: str) -> tuple[tuple[int, int, int], int | None]:
+    """``"XL/2"`` -> ((1152, 28, 16), 2); ``"T3"`` -> ((48, 4, 3), None)."""
+    name, _, patch = preset.partition("/")
+    if name not in PRESETS:
+        raise ValueError(f"unknown DiT preset {preset!r}; choose one of {sorted(PRESETS)} (e.g. 'S/2', 'T3')")
+    if patch and patch not in {"2", "4", "8"}:
+        raise ValueError(f"DiT preset {preset!r}: patch size must be 2, 4 or 8")
+    return PRESETS[name], int(patch) if patch else None
+
+
+class PatchEmbed3D(nn.Module):
+    """(B, C, T, H, W) -> (B, L, D) tokens with a strided Conv3d, L = (T/pt)(H/ph)(W/pw)."""
+
+    def __init__(self, patch_size: tuple[int, int, int], in_channels: int, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero transformer block attending over all tokens, within frames or across time."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qk_norm: bool,
+        layout: Literal["full", "spatial", "temporal"],
+    ) -> None:
+        super().__init__()
+        self.layout = layout
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads, qk_norm=qk_norm)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def attend(
+        self, x: torch.Tensor, grid: tuple[int, int, int], rope: RotaryEmbedding3D | None
+    ) -> torch.Tensor:
+        if self.layout == "full":
+            return self.attn(x, rope)
+        t, h, w = grid
+        if self.layout == "spatial":
+            out = self.attn(rearrange(x, "b (t s) d -> (b t) s d", t=t), rope, slice(0, h * w))
+            return rearrange(out, "(b t) s d -> b (t s) d", t=t)
+        out = self.attn(rearrange(x, "b (t s) d -> (b s) t d", t=t), rope, slice(0, None, h * w))
+        return rearrange(out, "(b s) t d -> b (t s) d", s=h * w)
+
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int, int], rope: RotaryEmbedding3D | None
+    ) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
+            6, dim=1
+        )
+        x = x + gate_msa.unsqueeze(1) * self.attend(modulate(self.norm1(x), shift_msa, scale_msa), grid, rope)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm and a linear map from tokens back to patch values."""
+
+    def __init__(self, hidden_size: int, patch_volume: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_volume * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class VideoDiT(nn.Module):
+    """Video DiT denoiser: ``forward(x, t, y) -> prediction`` on (B, C, T, H, W) latents.
+
+    Args:
+        input_shape: latent clip shape (C, T, H, W).
+        num_classes: number of classes; 0 trains an unconditional model.
+        preset: a size from ``PRESETS`` ("S/2", "XL/2", "T3", ...); explicit sizes override it.
+        patch_size: (pt, ph, pw); defaults to (1, p, p) from the preset, or (1, 2, 2).
+        learn_sigma: also predict the variance interpolation (improved DDPM), doubling output channels.
+        class_dropout_prob: label dropout for classifier-free guidance (adds a "null" class row).
+        attention: "full" joint space-time attention or "interleaved" spatial/temporal blocks.
+        position: "sincos" fixed 3D embedding added to tokens, or "rope" 3D rotary in attention.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int, int],
+        num_classes: int = 0,
+        preset: str = "S/2",
+        hidden_size: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        patch_size: tuple[int, int, int] | None = None,
+        mlp_ratio: float = 4.0,
+        learn_sigma: bool = False,
+        class_dropout_prob: float = 0.1,
+        attention: Literal["full", "interleaved"] = "full",
+        position: Literal["sincos", "rope"] = "sincos",
+        qk_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        (preset_hidden, preset_depth, preset_heads), preset_patch = parse_preset(preset)
+        hidden_size = hidden_size or preset_hidden
+        depth = depth or preset_depth
+        num_heads = num_heads or preset_heads
+        if patch_size is None:
+            patch_size = (1, preset_patch or 2, preset_patch or 2)
+        patch_size = tuple(int(p) for p in patch_size)
+        channels, frames, height, width = (int(s) for s in input_shape)
+        for name, size, p in zip(
+            ("frames (T)", "height (H)", "width (W)"), (frames, height, width), patch_size, strict=True
+        ):
+            if size % p:
+                raise ValueError(
+                    f"patch size {patch_size} does not divide the input {name}={size}: choose a patch size "
+                    f"that divides (T, H, W)=({frames}, {height}, {width}) or change the clip shape"
+                )
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if attention not in ("full", "interleaved"):
+            raise ValueError(f"attention must be 'full' or 'interleaved', got {attention!r}")
+        if position not in ("sincos", "rope"):
+            raise ValueError(f"position must be 'sincos' or 'rope', got {position!r}")
+
+        self.input_shape = (channels, frames, height, width)
+        self.in_channels = channels
+        self.learn_sigma = learn_sigma
+        self.out_channels = 2 * channels if learn_sigma else channels
+        self.num_classes = num_classes
+        self.patch_size = patch_size
+        self.grid = (frames // patch_size[0], height // patch_size[1], width // patch_size[2])
+        self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.hidden_size = hidden_size
+
+        self.x_embedder = PatchEmbed3D(patch_size, channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
+        # Fixed (not trained) sin-cos table, kept as a frozen parameter as in DiT so that parameter
+        # counts match the paper; RoPE instead rotates queries and keys inside attention.
+        if position == "sincos":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False)
+            self.rope = None
+        else:
+            self.pos_embed = None
+            self.rope = RotaryEmbedding3D(hidden_size // num_heads, self.grid)
+        layouts = (
+            ["full"] * depth
+            if attention == "full"
+            else ["spatial", "temporal"] * (depth // 2) + ["spatial"] * (depth % 2)
+        )
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, layout) for layout in layouts
+        )
+        self.final_layer = FinalLayer(
+            hidden_size, patch_size[0] * patch_size[1] * patch_size[2], self.out_channels
+        )
+        self.initialize_weights()
+
+    @property
+    def null_class(self) -> int | None:
+        """Label that means "no class" for classifier-free guidance (None when not trained with one)."""
+        if self.y_embedder is None or self.y_embedder.dropout_prob == 0:
+            return None
+        return self.y_embedder.null_class
+
+    def initialize_weights(self) -> None:
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        if self.pos_embed is not None:
+            self.pos_embed.data.copy_(sincos_3d(self.hidden_size, self.grid).unsqueeze(0))
+        w = self.x_embedder.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        # adaLN-Zero: every residual branch and the output start at zero.
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def embedding_parameters(self) -> int:
+        """Parameters of lookup tables (position and class embeddings), excluded from non-embedding N."""
+        tables = [self.pos_embed] if self.pos_embed is not None else []
+        if self.y_embedder is not None:
+            tables.append(self.y_embedder.embedding_table.weight)
+        return sum(p.numel() for p in tables)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        pt, ph, pw = self.patch_size
+        t, h, w = self.grid
+        return rearrange(
+            x, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"VideoDiT built for input (C, T, H, W)={self.input_shape}, got {tuple(x.shape[1:])}"
+            )
+        tokens = self.x_embedder(x)
+        if self.pos_embed is not None:
+            tokens = tokens + self.pos_embed
+        c = self.t_embedder(t)
+        if self.y_embedder is not None:
+            if y is None:
+                raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
+            c = c + self.y_embedder(y, self.training)
+        for block in self.blocks:
+            tokens = block(tokens, c, self.grid, self.rope)
+        return self.unpatchify(self.final_layer(tokens, c))

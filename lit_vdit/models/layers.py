@@ -1,0 +1,165 @@
+"""Building blocks shared by the video denoisers: embedders, attention, position encodings, adaLN."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation: ``x * (1 + scale) + shift`` with per-sample (B, D) shift and scale."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of a (possibly fractional) timestep followed by a two-layer MLP."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256) -> None:
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    @staticmethod
+    def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(
+            -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+        )
+        args = t.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if dim % 2:
+            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+        return emb
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = self.timestep_features(t, self.frequency_embedding_size)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding with an extra "null" row used for label dropout (classifier-free guidance)."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
+        if train and self.dropout_prob > 0:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        return self.embedding_table(labels)
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """Fixed sin-cos embedding (len(positions), dim) as in "Attention is all you need"."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding dimension must be even, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = positions.double().reshape(-1)[:, None] * omega[None]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """3D sin-cos position embedding for a (T, H, W) token grid, shape (T*H*W, dim), row-major.
+
+    About a quarter of the channels encode time and the rest is split evenly between height and width
+    (as in CogVideoX). For T=1 the spatial part is exactly the 2D embedding of DiT / MAE.
+    """
+    if dim % 4:
+        raise ValueError(f"hidden size {dim} cannot be split into 3D sin-cos parts; use a multiple of 4")
+    t, h, w = grid
+    dim_s = dim * 3 // 4 // 4 * 4
+    dim_t = dim - dim_s
+    gh, gw = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    spatial = torch.cat([sincos_1d(dim_s // 2, gh), sincos_1d(dim_s // 2, gw)], dim=1)  # (H*W, dim_s)
+    temporal = sincos_1d(dim_t, torch.arange(t)) if dim_t else torch.zeros(t, 0, dtype=torch.float64)
+    emb = torch.cat(
+        [temporal[:, None, :].expand(t, h * w, dim_t), spatial[None].expand(t, h * w, dim_s)], dim=2
+    )
+    return emb.reshape(t * h * w, dim).float()
+
+
+class RotaryEmbedding3D(nn.Module):
+    """3D rotary position embedding: the head dimension is split into time, height and width parts."""
+
+    def __init__(self, head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        pairs = head_dim // 2
+        pairs_t = pairs // 4
+        pairs_h = (pairs - pairs_t) // 2
+        pairs_w = pairs - pairs_t - pairs_h
+        axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")
+        angles = []
+        for axis, n_pairs in zip(axes, (pairs_t, pairs_h, pairs_w), strict=True):
+            freqs = 1.0 / theta ** (torch.arange(n_pairs, dtype=torch.float64) / max(n_pairs, 1))
+            angles.append(axis.reshape(-1, 1) * freqs[None])
+        angle = torch.cat(angles, dim=1)  # (L, head_dim / 2)
+        self.register_buffer("cos", angle.cos().float(), persistent=False)
+        self.register_buffer("sin", angle.sin().float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, tokens: slice = slice(None)) -> torch.Tensor:
+        """Rotate (B, heads, L, head_dim) queries or keys; ``tokens`` selects their grid positions.
+
+        Full attention uses every position; spatial attention the first frame (``slice(0, H*W)``) and
+        temporal attention one column (``slice(0, None, H*W)``): only relative positions matter.
+        """
+        x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = self.cos[tokens].to(x.device), self.sin[tokens].to(x.device)
+        rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return rotated.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` with optional QK-norm."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(
+                f"hidden size {dim} is not divisible by num_heads {num_heads}; pick heads that divide it"
+            )
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, rope: RotaryEmbedding3D | None = None, rope_tokens: slice = slice(None)
+    ) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rope(q, rope_tokens), rope(k, rope_tokens)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: Linear -> GELU(tanh) -> Linear."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))

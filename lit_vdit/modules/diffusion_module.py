@@ -1,0 +1,257 @@
+"""DiffusionModule: trains a video denoiser (DiT or U-Net) with any objective, in pixel or VAE latent space.
+
+The module owns the science: objective, optimiser, EMA, the low-variance validation loss and the
+accounting of samples, tokens and FLOPs. The model is built in ``configure_model`` from the
+DataModule's clip shape and classes (or from ``clip_shape`` / ``num_classes`` given here), which is
+also where parallelism is applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
+from lit_vdit.flops import denoiser_costs
+from lit_vdit.models.vae import IdentityVAE
+
+DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
+
+
+class DiffusionModule(L.LightningModule):
+    """Denoiser + objective + frozen VAE.
+
+    Args:
+        denoiser: ``(latent_shape, num_classes) -> nn.Module``; in a config, a class_path such as
+            ``lit_vdit.models.dit.VideoDiT`` with its other init_args.
+        objective: ``GaussianDiffusion`` (epsilon / v, learned sigma) or ``RectifiedFlow``.
+        vae: frozen autoencoder; None trains in pixel space (:class:`IdentityVAE`).
+        clip_shape, num_classes: video clip (C, T, H, W) and classes; None takes them from the DataModule.
+        lr, weight_decay, betas: AdamW settings; ``warmup_steps`` of linear warm-up, then
+            ``lr_schedule`` "constant" or "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``).
+        ema_decay: decay of the exponential moving average of the weights (0 disables EMA).
+        val_timesteps: fixed timesteps per validation clip for the low-variance validation loss.
+        val_seed: seed of the fixed validation noise.
+        sampler: sampler for ``predict``; None picks DDIM-50 or Euler-50 for the objective.
+        guidance_scale: classifier-free guidance scale for ``predict``.
+    """
+
+    def __init__(
+        self,
+        denoiser: DenoiserFactory,
+        objective: Objective | None = None,
+        vae: nn.Module | None = None,
+        clip_shape: tuple[int, int, int, int] | None = None,
+        num_classes: int | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.1,
+        ema_decay: float = 0.9999,
+        val_timesteps: int = 8,
+        val_seed: int = 1234,
+        sampler: Sampler | None = None,
+        guidance_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler"])
+        self.denoiser_factory = denoiser
+        self.objective = objective or RectifiedFlow()
+        self.vae = (vae or IdentityVAE()).eval().requires_grad_(False)
+        self.sampler = sampler or default_sampler(self.objective)
+        self.denoiser: nn.Module | None = None
+        self.ema: nn.Module | None = None
+        self.costs: dict[str, int] = {}
+        self.samples_seen = 0
+        self._ema_step = 0
+        if clip_shape is not None and num_classes is not None:
+            self.build(tuple(clip_shape), num_classes)
+
+    # -- model construction --------------------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        _, frames, height, width = self.hparams.clip_shape
+        return self.vae.latent_shape(frames, height, width)
+
+    def describe(self, clip_shape: tuple[int, int, int, int], num_classes: int) -> dict[str, Any]:
+        """Parameters and per-sample FLOPs of the denoiser for these clips, measured on the meta device."""
+        _, frames, height, width = clip_shape
+        latent_shape = self.vae.latent_shape(frames, height, width)
+        costs = denoiser_costs(
+            lambda: self.denoiser_factory(latent_shape, num_classes),
+            self.objective,
+            latent_shape,
+            num_classes,
+        )
+        return {
+            "clip_shape": list(clip_shape),
+            "latent_shape": list(latent_shape),
+            "num_classes": num_classes,
+            **costs,
+        }
+
+    def build(self, clip_shape: tuple[int, int, int, int], num_classes: int) -> None:
+        """Create the denoiser (and its EMA) for clips of ``clip_shape`` and measure its costs."""
+        self.hparams.clip_shape, self.hparams.num_classes = (
+            tuple(int(s) for s in clip_shape),
+            int(num_classes),
+        )
+        self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
+        if self.objective.learn_sigma != getattr(self.denoiser, "learn_sigma", False):
+            raise ValueError(
+                f"objective learn_sigma={self.objective.learn_sigma} but denoiser learn_sigma="
+                f"{getattr(self.denoiser, 'learn_sigma', False)}: set the same learn_sigma on both"
+            )
+        if self.hparams.ema_decay > 0:
+            self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.costs = self.describe(self.hparams.clip_shape, num_classes)
+
+    def configure_model(self) -> None:
+        if self.denoiser is None:
+            datamodule = self.trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "clip_shape"):
+                raise ValueError(
+                    "DiffusionModule needs clip_shape and num_classes: give them as model arguments or use a "
+                    "lit_vdit VideoDataModule, which provides them"
+                )
+            self.build(datamodule.clip_shape, datamodule.num_classes)
+
+    # -- training ---------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.no_grad():
+            x0 = self.vae.encode_latents(batch["video"])
+        y = batch["label"].long() if self.hparams.num_classes else None
+        return x0, y
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, y = self.encode(batch)
+        t = self.objective.sample_timesteps(x0.shape[0], x0.device)
+        loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, torch.randn_like(x0), t).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate "
+                f"(lr={self.hparams.lr}), add warm-up, or train in 32-bit / bf16-mixed instead of fp16"
+            )
+        self.samples_seen += x0.shape[0] * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True, sync_dist=False)
+        self.log_dict(self.accounting(), reduce_fx="max")
+        return loss
+
+    def accounting(self) -> dict[str, float]:
+        """Cumulative samples, tokens and training FLOPs (measured and 6ND) seen by all processes."""
+        tokens = self.samples_seen * self.costs["tokens_per_sample"]
+        return {
+            "samples_seen": float(self.samples_seen),
+            "tokens_seen": float(tokens),
+            "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
+            "flops_6nd": 6.0 * self.costs["params_non_embedding"] * tokens,
+        }
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and self.global_step > self._ema_step:
+            self._ema_step = self.global_step
+            self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * params, on each process's own shards."""
+        ema_params = [p for p in self.ema.parameters()]
+        params = [p.detach() for p in self.denoiser.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.hparams.ema_decay)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for p in self.denoiser.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        warmup, schedule, floor = (
+            self.hparams.warmup_steps,
+            self.hparams.lr_schedule,
+            self.hparams.min_lr_ratio,
+        )
+        if schedule == "cosine" and total is None:
+            raise ValueError("lr_schedule='cosine' needs trainer.max_steps to know where the decay ends")
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation: the scaling metric -------------------------------------------------------------
+    @torch.no_grad()
+    def validation_losses(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Per-clip loss averaged over fixed timesteps with fixed noise, for raw and EMA weights.
+
+        The noise depends only on (val_seed, batch_idx), so every evaluation of a run (and every run
+        with the same validation batches) sees exactly the same inputs.
+        """
+        x0, y = self.encode(batch)
+        k = self.hparams.val_timesteps
+        generator = torch.Generator().manual_seed(self.hparams.val_seed * 100_003 + batch_idx)
+        noise = torch.randn((k, *x0.shape), generator=generator).to(x0.device, x0.dtype)
+        timesteps = self.objective.validation_timesteps(k).to(x0.device)
+        losses = {}
+        models = {"raw": self.denoiser, "ema": self.ema} if self.ema is not None else {"raw": self.denoiser}
+        for name, model in models.items():
+            per_t = [
+                self.objective.loss(denoiser_fn(model, y), x0, noise[i], timesteps[i].expand(x0.shape[0]))
+                for i in range(k)
+            ]
+            losses[name] = torch.stack(per_t).mean(0)
+        return losses
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        for name, loss in self.validation_losses(batch, batch_idx).items():
+            self.log(f"val/loss_{name}", loss.mean(), batch_size=loss.numel(), sync_dist=True)
+
+    test_step = validation_step
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor | None, seeds: list[int], use_ema: bool = True) -> torch.Tensor:
+        """Sample videos (B, C, T, H, W) in [-1, 1], one per seed, with classifier-free guidance."""
+        model = self.ema if use_ema and self.ema is not None else self.denoiser
+        noise = torch.stack(
+            [torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        )
+        noise = noise.to(self.device)
+        y = labels.to(self.device).long() if self.hparams.num_classes and labels is not None else None
+        null = getattr(model, "null_class", None)
+        fn = denoiser_fn(model, y, self.hparams.guidance_scale, null)
+        latents = self.sampler.sample(self.objective, fn, noise, torch.Generator().manual_seed(seeds[0]))
+        return self.vae.decode_latents(latents).clamp(-1, 1)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        videos = self.generate(batch["label"], [int(s) for s in batch["seed"]])
+        return {"video": videos, "label": batch["label"], "index": batch["index"]}
+
+    # -- checkpoint -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_vdit"] = {"samples_seen": self.samples_seen, "costs": self.costs}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lit_vdit", {})
+        self.samples_seen = int(state.get("samples_seen", 0))
+        self._ema_step = int(checkpoint.get("global_step", 0))

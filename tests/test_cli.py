@@ -1,0 +1,153 @@
+"""End-to-end: `lit-vdit fit / predict / validate / info` through LightningCLI on CPU."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from lit_vdit.callbacks import log_spaced_steps
+from lit_vdit.cli import main
+
+TINY = [
+    "--model.init_args.denoiser.init_args.preset",
+    "T0",
+    "--data.init_args.frames",
+    "4",
+    "--data.init_args.height",
+    "16",
+    "--data.init_args.width",
+    "16",
+    "--data.init_args.num_clips",
+    "32",
+    "--data.init_args.val_clips",
+    "8",
+    "--data.init_args.batch_size",
+    "4",
+    "--data.init_args.num_predict",
+    "2",
+]
+
+
+def fit(repo_root, out, *extra):
+    os.chdir(repo_root)
+    main(
+        [
+            "fit",
+            "--model",
+            "configs/model/dit_demo.yaml",
+            "--data",
+            "configs/data/synthetic.yaml",
+            "--trainer",
+            "configs/trainer/cpu.yaml",
+            "--trainer.max_steps",
+            "6",
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+            *TINY,
+            *extra,
+        ]
+    )
+
+
+def test_fit_writes_metrics_result_logs_checkpoint_and_is_deterministic(repo_root, tmp_path):
+    fit(repo_root, tmp_path / "a", "--seed_everything", "7")
+    fit(repo_root, tmp_path / "b", "--seed_everything", "7")
+    a = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    b = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert list(a["step"]) == log_spaced_steps(6, 8) == [1, 2, 3, 4, 5, 6]
+    assert {
+        "samples_seen",
+        "tokens_seen",
+        "flops_measured",
+        "flops_6nd",
+        "val_loss_raw",
+        "val_loss_ema",
+    } <= set(a.columns)
+    assert a["samples_seen"].iloc[-1] == 24 and a["tokens_seen"].iloc[-1] == 24 * 2 * 4 * 4
+    pd.testing.assert_series_equal(a["val_loss_raw"], b["val_loss_raw"])
+    pd.testing.assert_series_equal(a["train_loss"], b["train_loss"])
+    result = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert result["finished"] and result["final"]["step"] == 6
+    assert result["costs"]["flops_train_step"] * 24 == result["final"]["flops_measured"]
+    assert (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()
+    assert any((tmp_path / "a" / "tensorboard").iterdir())
+    assert (tmp_path / "a" / "csv" / "metrics.csv").is_file()
+
+
+def test_evaluation_steps_are_log_spaced_and_end_at_max_steps():
+    steps = log_spaced_steps(10_000, 9)
+    assert steps[0] == 1 and steps[-1] == 10_000 and len(steps) == 9
+    ratios = [b / a for a, b in zip(steps[1:], steps[2:], strict=False)]
+    assert max(ratios) / min(ratios) < 1.1
+
+
+def test_predict_writes_videos_and_validate_reports_losses(repo_root, tmp_path):
+    fit(repo_root, tmp_path)
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    common = [
+        "--model",
+        "configs/model/dit_demo.yaml",
+        "--data",
+        "configs/data/synthetic.yaml",
+        "--trainer",
+        "configs/trainer/cpu.yaml",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--ckpt_path",
+        ckpt,
+        *TINY,
+        "--model.init_args.sampler.init_args.steps",
+        "3",
+    ]
+    main(["predict", *common])
+    videos = sorted((tmp_path / "samples").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)
+    import av
+
+    with av.open(str(videos[0])) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 4 and frames[0].width == 16
+    main(["validate", *common])
+    logged = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert logged["val/loss_raw"].notna().any() and logged["val/loss_ema"].notna().any()
+
+
+def test_unknown_config_key_is_a_clear_error(repo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        fit(repo_root, tmp_path, "--model.init_args.learning_rate", "0.1")
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_advice(repo_root, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(repo_root, tmp_path, "--model.init_args.lr", "1e30", "--model.init_args.warmup_steps", "0")
+
+
+def test_info_prints_params_and_flops_as_json(repo_root, capsys):
+    os.chdir(repo_root)
+    main(
+        [
+            "info",
+            "--model",
+            "configs/model/dit_demo.yaml",
+            "--clip-shape",
+            "3",
+            "8",
+            "32",
+            "32",
+            "--num-classes",
+            "16",
+            "--json",
+        ]
+    )
+    info = json.loads(capsys.readouterr().out)
+    assert info["tokens_per_sample"] == 4 * 8 * 8
+    assert info["params_total"] > info["params_trainable"] > 0
+    assert info["flops_train_step"] > 2.5 * info["flops_forward"] > 0
