@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from lit_vdit.checkpoint_io import AtomicCheckpointIO
 from lit_vdit.data import VideoDataModule
 
 
@@ -29,7 +30,8 @@ class VDiTCLI(LightningCLI):
 
     A run writes everything under ``trainer.default_root_dir``: unless the config names its own
     loggers and checkpoint folder, TensorBoard logs go to ``tensorboard/``, Lightning's CSV log to
-    ``csv/`` and checkpoints to ``checkpoints/``. The progress bar is Rich's unless disabled.
+    ``csv/`` and checkpoints to ``checkpoints/``, written atomically. The progress bar is Rich's
+    unless disabled.
     """
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
@@ -39,6 +41,8 @@ class VDiTCLI(LightningCLI):
                 TensorBoardLogger(root, name="tensorboard", version=""),
                 CSVLogger(root, name="csv", version=""),
             ]
+        if not config.get("plugins"):
+            config["plugins"] = [AtomicCheckpointIO()]
         configured = list(config.get("callbacks") or []) + list(callbacks)
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in configured
@@ -125,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
 
         return analyze_main(args[1:])
+    if command == "grid":
+        from experiments.cli import main as grid_main
+
+        return grid_main(args[1:])
     if command == "demo":
         from lit_vdit.demo import main as demo_main
 

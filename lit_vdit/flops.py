@@ -82,3 +82,18 @@ def denoiser_costs(
         "flops_train_step": flops_train,
         "tokens_per_sample": int(getattr(model, "num_tokens", frames * height * width)),
     }
+
+
+def matmul_flops_per_second(
+    size: int = 1024, seconds: float = 0.5, dtype: torch.dtype = torch.float32
+) -> float:
+    """This process's dense matmul throughput: the yardstick for MFU-style ratios on a CPU."""
+    import time
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
 
@@ -69,6 +70,7 @@ class VideoDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it."""
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         sampler = None
         if shuffle and len(dataset) >= UNBOUNDED_CLIPS:
@@ -76,7 +78,7 @@ class VideoDataModule(L.LightningDataModule):
             sampler = RandomSampler(
                 dataset, replacement=True, num_samples=1000 * batch_size, generator=generator
             )
-        return DataLoader(
+        return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle and sampler is None,

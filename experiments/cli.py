@@ -1,0 +1,106 @@
+"""``lit-vdit grid run | status | collect``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.collect import collect
+from experiments.grid import GridSpecError, load_spec
+from experiments.plan import plan
+from experiments.runner import run_local, run_slurm, slurm_executor, status
+from lit_vdit.io import atomic_write_json
+
+
+def _print_plan(planned) -> None:
+    columns = ("run_id", "name", "N", "steps", "samples", "tokens", "C", "6ND", "est_s")
+    widths = (12, 30, 10, 6, 8, 9, 9, 9, 6)
+    print(
+        " ".join(
+            f"{c:{w}s}" if i < 2 else f"{c:>{w}s}"
+            for i, (c, w) in enumerate(zip(columns, widths, strict=True))
+        )
+    )
+    for run, info in planned:
+        cells = (
+            run.run_id,
+            run.name[:30],
+            f"{info['params_non_embedding']:,d}",
+            str(info["max_steps"]),
+            str(info["samples"]),
+            f"{info['tokens']:.3g}",
+            f"{info['flops']:.3g}",
+            f"{info['flops_6nd']:.3g}",
+            str(info["est_wall_s"]),
+        )
+        print(
+            " ".join(
+                f"{c:{w}s}" if i < 2 else f"{c:>{w}s}"
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+        )
+    print(
+        f"{len(planned)} runs; estimated total {sum(i['est_wall_s'] for _, i in planned)} s on this machine"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lit-vdit grid", description="Scaling grids: run, status, collect.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="plan and run a grid spec (resumes: finished runs are skipped)")
+    run_p.add_argument("spec", help="grid YAML, e.g. experiments/demo.yaml")
+    run_p.add_argument("--out", required=True, help="grid directory")
+    run_p.add_argument(
+        "--dry-run", action="store_true", help="print the runs with N, D, C and estimated time"
+    )
+    run_p.add_argument("--workers", type=int, default=1, help="concurrent local runs")
+    run_p.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    run_p.add_argument(
+        "--slurm",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameters, e.g. slurm_partition=gpu nodes=2 tasks_per_node=8 gpus_per_node=8",
+    )
+    for name, text in (
+        ("status", "done / running / failed / pending runs"),
+        ("collect", "write DIR/runs.csv"),
+    ):
+        sub.add_parser(name, help=text).add_argument("dir")
+    args = parser.parse_args(argv)
+
+    if args.command == "status":
+        for state, ids in status(Path(args.dir)).items():
+            print(f"{state:8s} {len(ids):4d}  {' '.join(ids)}")
+        return 0
+    if args.command == "collect":
+        table = collect(args.dir)
+        print(f"wrote {Path(args.dir) / 'runs.csv'}: {len(table)} rows from {table['run_id'].nunique()} runs")
+        return 0
+    try:
+        planned = plan(load_spec(args.spec))
+    except GridSpecError as error:
+        parser.error(str(error))
+    _print_plan(planned)
+    if args.dry_run:
+        return 0
+    out = Path(args.out)
+    atomic_write_json(
+        out / "grid.json",
+        {
+            "spec": str(Path(args.spec).resolve()),
+            "runs": [{**run.to_dict(), **info} for run, info in planned],
+        },
+    )
+    runs = [run for run, _ in planned]
+    if args.launcher == "slurm":
+        parameters = dict(item.split("=", 1) for item in args.slurm)
+        jobs = run_slurm(runs, out, slurm_executor(out / "slurm", **parameters))
+        print(f"submitted {len(jobs)} jobs: {' '.join(job.job_id for job in jobs)}")
+        return 0
+    states = run_local(runs, out, workers=args.workers)
+    failed = [run_id for run_id, state in states.items() if state == "failed"]
+    collect(out)
+    failed_ids = ": " + " ".join(failed) if failed else ""
+    print(f"ran {len(states)} runs, {len(failed)} failed{failed_ids}; table {out / 'runs.csv'}")
+    return 1 if failed else 0

@@ -1,0 +1,59 @@
+"""Collecting a grid into one tidy table: DIR/runs.csv, one row per run and evaluation point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.grid import resolve_key
+from lit_vdit.io import atomic_write_text
+
+RUN_FIELDS = (
+    "strategy",
+    "precision",
+    "world_size",
+    "hardware",
+    "python",
+    "torch",
+    "lightning",
+    "denoiser",
+    "objective",
+)
+
+
+def collect(grid_dir: str | Path) -> pd.DataFrame:
+    """Join every run's metrics.csv with its settings and costs; write DIR/runs.csv atomically."""
+    grid_dir = Path(grid_dir)
+    frames = []
+    for directory in sorted((grid_dir / "runs").glob("*/")):
+        metrics, result = directory / "metrics.csv", directory / "result.json"
+        if not metrics.is_file() or not result.is_file():
+            continue
+        run = json.loads((directory / "run.json").read_text())
+        info = json.loads(result.read_text())
+        rows = pd.read_csv(metrics)
+        rows.insert(0, "run_id", run["run_id"])
+        rows.insert(1, "name", run["name"])
+        rows.insert(2, "preset", run["overrides"].get(resolve_key("preset"), ""))
+        rows.insert(3, "seed", run["overrides"].get(resolve_key("seed"), ""))
+        rows["finished"] = info.get("finished", False)
+        for key in (
+            "params_total",
+            "params_trainable",
+            "params_non_embedding",
+            "flops_forward",
+            "flops_train_step",
+        ):
+            rows[key] = info["costs"][key]
+        for key in RUN_FIELDS:
+            rows[key] = info.get(key, "")
+        for key, value in run["axes"].items():
+            rows[f"axis_{key.split('.')[-1]}"] = value
+        frames.append(rows)
+    if not frames:
+        raise FileNotFoundError(f"no finished or started runs with metrics under {grid_dir}/runs")
+    table = pd.concat(frames, ignore_index=True)
+    atomic_write_text(grid_dir / "runs.csv", table.to_csv(index=False))
+    return table

@@ -1,0 +1,86 @@
+"""Planning a grid without training: N, D, C and an estimated wall time per run; IsoFLOP step counts."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+from experiments.grid import GridSpecError, Run, expand, resolve_key
+from lit_vdit.flops import matmul_flops_per_second
+
+# Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
+# ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
+ASSUMED_EFFICIENCY = 0.25
+
+
+def describe(run: Run) -> dict[str, Any]:
+    """Instantiate the run's config (no training) and measure its per-sample costs."""
+    from lit_vdit.cli import lightning_cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [*run.cli_args(), "--trainer.default_root_dir", tmp, "--trainer.logger", "false"]
+        cli = lightning_cli(args, run=False)
+        data, trainer, model = cli.datamodule, cli.trainer, cli.model
+        costs = model.describe(data.clip_shape, data.num_classes)
+    global_batch = data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    return {
+        **costs,
+        "global_batch": global_batch,
+        "max_steps": trainer.max_steps,
+        "train_clips": data.train_size,
+        "world_size": trainer.world_size,
+    }
+
+
+def apply_isoflop(
+    spec: dict[str, Any], runs: list[Run], infos: list[dict[str, Any]]
+) -> tuple[list[Run], list[dict]]:
+    """Chinchilla approach 2: for each budget C, each run's steps = C / (train FLOPs per step)."""
+    iso = spec.get("isoflop")
+    if not iso:
+        return runs, infos
+    if not iso.get("budgets"):
+        raise GridSpecError("isoflop.budgets: give a list of training-FLOP budgets, e.g. [1.0e12, 3.0e12]")
+    min_steps = int(iso.get("min_steps", 10))
+    out_runs, out_infos = [], []
+    for budget in iso["budgets"]:
+        for run, info in zip(runs, infos, strict=True):
+            steps = round(float(budget) / (info["flops_train_step"] * info["global_batch"]))
+            if steps < min_steps:
+                continue  # the model is too big to train for even min_steps at this budget
+            overrides = {**run.overrides, resolve_key("steps"): steps}
+            axes = {**run.axes, "budget": float(budget)}
+            out_runs.append(Run(f"{run.name}-C={float(budget):.2g}", run.files, overrides, axes))
+            out_infos.append({**info, "max_steps": steps})
+    if not out_runs:
+        raise GridSpecError(
+            f"isoflop: every run has fewer than min_steps={min_steps} steps; raise the budgets"
+        )
+    return out_runs, out_infos
+
+
+def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
+    """Runs with their N, D (samples, tokens), C (measured and 6ND) and an estimated wall time."""
+    runs = expand(spec)
+    infos = [describe(run) for run in runs]
+    runs, infos = apply_isoflop(spec, runs, infos)
+    rate = ASSUMED_EFFICIENCY * matmul_flops_per_second(seconds=0.2)
+    planned = []
+    for run, info in zip(runs, infos, strict=True):
+        samples = info["max_steps"] * info["global_batch"]
+        flops = samples * info["flops_train_step"]
+        planned.append(
+            (
+                run,
+                {
+                    **info,
+                    "samples": samples,
+                    "tokens": samples * info["tokens_per_sample"],
+                    "flops": flops,
+                    "flops_6nd": 6.0 * info["params_non_embedding"] * samples * info["tokens_per_sample"],
+                    "est_wall_s": math.ceil(flops / rate),
+                },
+            )
+        )
+    return planned

@@ -1,0 +1,171 @@
+"""Grid specs, dry runs, resumable local runs (SIGKILL), failures, collection, SLURM via submitit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.collect import collect
+from experiments.grid import GridSpecError, expand, load_spec
+from experiments.plan import plan
+from experiments.runner import run_local, run_state, status
+from lit_vdit.callbacks import log_spaced_steps
+
+STEPS = 12
+
+
+def write_spec(tmp_path, repo_root, axes, checkpoint_every=2, **extra):
+    with open(os.path.join(repo_root, "configs/trainer/cpu.yaml")) as f:
+        trainer = yaml.safe_load(f)
+    for callback in trainer["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["every_n_train_steps"] = checkpoint_every
+        if callback["class_path"].endswith("ScalingRecorder"):
+            callback["init_args"]["eval_points"] = 5
+    trainer["enable_progress_bar"] = False
+    (tmp_path / "trainer.yaml").write_text(yaml.safe_dump(trainer))
+    spec = {
+        "name": "test",
+        "base": {
+            "model": "configs/model/dit_demo.yaml",
+            "data": "configs/data/synthetic.yaml",
+            "trainer": str(tmp_path / "trainer.yaml"),
+            "overrides": {
+                "steps": STEPS,
+                "seed": 0,
+                "batch_size": 4,
+                "num_clips": 16,
+                "data.init_args.frames": 2,
+                "data.init_args.height": 8,
+                "data.init_args.width": 8,
+                "data.init_args.val_clips": 4,
+                "model.init_args.denoiser.init_args.patch_size": [1, 4, 4],
+            },
+        },
+        "axes": axes,
+        **extra,
+    }
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_expansion_aliases_derived_settings_and_stable_ids(tmp_path, repo_root):
+    path = write_spec(
+        tmp_path,
+        repo_root,
+        {"preset": ["T0", "T1"], "seed": [0, 1]},
+        derived={"lr": {"by": "preset", "values": {"T0": 0.002, "T1": 0.001}}},
+    )
+    runs = expand(load_spec(path))
+    assert len(runs) == 4
+    assert runs[0].overrides["model.init_args.denoiser.init_args.preset"] == "T0"
+    assert (
+        runs[0].overrides["model.init_args.lr"] == 0.002 and runs[3].overrides["model.init_args.lr"] == 0.001
+    )
+    assert len({run.run_id for run in runs}) == 4
+    assert [run.run_id for run in runs] == [run.run_id for run in expand(load_spec(path))]
+
+
+def test_bad_specs_name_the_problem(tmp_path, repo_root):
+    path = write_spec(tmp_path, repo_root, {"preset": "T0"})
+    with pytest.raises(GridSpecError, match="axis 'preset' must be a non-empty list"):
+        load_spec(path)
+    (tmp_path / "bad.yaml").write_text("name: x\naxes: {preset: [T0]}\nlaunchers: 3\n")
+    with pytest.raises(GridSpecError, match="unknown top-level key"):
+        load_spec(tmp_path / "bad.yaml")
+
+
+def test_dry_run_plan_and_isoflop_steps(tmp_path, repo_root):
+    path = write_spec(
+        tmp_path, repo_root, {"preset": ["T0", "T2"]}, isoflop={"budgets": [2e9, 8e9], "min_steps": 1}
+    )
+    planned = plan(load_spec(path))
+    assert len(planned) == 4
+    for run, info in planned:
+        assert info["global_batch"] == 4 and info["samples"] == info["max_steps"] * 4
+        # every run spends its budget (up to rounding to whole steps)
+        assert info["flops"] == pytest.approx(run.axes["budget"], rel=0.5 / info["max_steps"] + 1e-9)
+        assert run.overrides["trainer.max_steps"] == info["max_steps"]
+    small, big = planned[0][1], planned[1][1]
+    assert (
+        small["params_non_embedding"] < big["params_non_embedding"] and small["max_steps"] > big["max_steps"]
+    )
+
+
+def test_killed_grid_finishes_on_rerun_with_every_row_once(tmp_path, repo_root):
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0", "T1"]})
+    out = tmp_path / "grid"
+    command = [sys.executable, "-m", "lit_vdit.cli", "grid", "run", str(path), "--out", str(out)]
+    process = subprocess.Popen(
+        command, cwd=repo_root, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "runs").glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list((out / "runs").glob("*/checkpoints/last.ckpt")), "the grid never wrote a checkpoint"
+    states = status(out)
+    assert len(states["done"]) < 2
+
+    subprocess.run(command, cwd=repo_root, check=True, capture_output=True)
+    table = pd.read_csv(out / "runs.csv")
+    assert table["run_id"].nunique() == 2
+    for _, rows in table.groupby("run_id"):
+        assert list(rows["step"]) == log_spaced_steps(STEPS, 5)
+        assert rows["samples_seen"].iloc[-1] == STEPS * 4
+    assert status(out)["done"] and len(status(out)["done"]) == 2
+
+
+def test_broken_run_is_recorded_as_failed_while_others_complete(tmp_path, repo_root):
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0", "NOPE"]})
+    runs = expand(load_spec(path))
+    out = tmp_path / "grid"
+    states = run_local(runs, out)
+    assert sorted(states.values()) == ["done", "failed"]
+    failed = next(run for run in runs if states[run.run_id] == "failed")
+    status_file = (out / "runs" / failed.run_id / "status.json").read_text()
+    assert "unknown DiT preset" in status_file
+    assert run_state(out / "runs" / failed.run_id) == "failed"
+    assert collect(out)["run_id"].nunique() == 1
+
+
+def test_submitit_local_executor_runs_a_grid_run(tmp_path, repo_root):
+    from experiments.runner import run_dir, run_slurm, slurm_executor
+
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0"]})
+    runs = expand(load_spec(path))
+    executor = slurm_executor(tmp_path / "submitit", cluster="local", timeout_min=10)
+    jobs = run_slurm(runs, tmp_path / "grid", executor)
+    assert [job.result() for job in jobs] == ["done"]
+    assert run_state(run_dir(tmp_path / "grid", runs[0])) == "done"
+
+
+def test_multinode_fsdp_sbatch_script(tmp_path):
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    script = _make_sbatch_string(
+        command="python -m lit_vdit.cli fit --trainer configs/trainer/fsdp_gpu.yaml --trainer.num_nodes 2",
+        folder=str(tmp_path),
+        job_name="lit_vdit",
+        nodes=2,
+        ntasks_per_node=8,
+        gpus_per_node=8,
+        cpus_per_task=10,
+        time=600,
+        partition="gpu",
+    )
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --partition=gpu",
+    ):
+        assert line in script
+    assert "srun" in script and "--trainer.num_nodes 2" in script
