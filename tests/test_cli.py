@@ -29,29 +29,25 @@ TINY = [
 ]
 
 
+CONFIGS = ["--model", "configs/model/dit_demo.yaml", "--data", "configs/data/synthetic.yaml"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1"]
+
+
+def run_args(out):
+    return [
+        *CONFIGS,
+        "--trainer",
+        "configs/trainer/cpu.yaml",
+        "--trainer.default_root_dir",
+        str(out),
+        *QUIET,
+        *TINY,
+    ]
+
+
 def fit(repo_root, out, *extra):
     os.chdir(repo_root)
-    main(
-        [
-            "fit",
-            "--model",
-            "configs/model/dit_demo.yaml",
-            "--data",
-            "configs/data/synthetic.yaml",
-            "--trainer",
-            "configs/trainer/cpu.yaml",
-            "--trainer.max_steps",
-            "6",
-            "--trainer.default_root_dir",
-            str(out),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.log_every_n_steps",
-            "1",
-            *TINY,
-            *extra,
-        ]
-    )
+    main(["fit", *run_args(out), "--trainer.max_steps", "6", *extra])
 
 
 def test_fit_writes_metrics_result_logs_checkpoint_and_is_deterministic(repo_root, tmp_path):
@@ -89,23 +85,7 @@ def test_evaluation_steps_are_log_spaced_and_end_at_max_steps():
 def test_predict_writes_videos_and_validate_reports_losses(repo_root, tmp_path):
     fit(repo_root, tmp_path)
     ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
-    common = [
-        "--model",
-        "configs/model/dit_demo.yaml",
-        "--data",
-        "configs/data/synthetic.yaml",
-        "--trainer",
-        "configs/trainer/cpu.yaml",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--ckpt_path",
-        ckpt,
-        *TINY,
-        "--model.init_args.sampler.init_args.steps",
-        "3",
-    ]
+    common = [*run_args(tmp_path), "--ckpt_path", ckpt, "--model.init_args.sampler.init_args.steps", "3"]
     main(["predict", *common])
     videos = sorted((tmp_path / "samples").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)

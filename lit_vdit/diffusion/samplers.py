@@ -49,56 +49,66 @@ def _require(objective: Objective, kind: type, sampler: str) -> None:
         )
 
 
-class DDPMSampler:
+class DiffusionSampler:
+    """Iterates a Gaussian diffusion's ``steps`` respaced timesteps from noisiest to clean."""
+
+    def __init__(self, steps: int = 50) -> None:
+        self.steps = steps
+
+    def sample(
+        self,
+        objective: Objective,
+        model_fn: ModelFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        _require(objective, GaussianDiffusion, type(self).__name__)
+        diffusion = objective.respaced(self.steps)
+        x = noise
+        for i in reversed(range(diffusion.num_timesteps)):
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            x = self.step(diffusion, model_fn(x, diffusion.model_time(t)), x, t, generator)
+        return x
+
+    def step(
+        self,
+        diffusion: GaussianDiffusion,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DDPMSampler(DiffusionSampler):
     """Ancestral sampling (Ho et al. 2020) on ``steps`` respaced timesteps; uses a learned variance."""
 
     def __init__(self, steps: int = 250) -> None:
-        self.steps = steps
+        super().__init__(steps)
 
-    def sample(
-        self,
-        objective: Objective,
-        model_fn: ModelFn,
-        noise: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        _require(objective, GaussianDiffusion, "DDPMSampler")
-        diffusion = objective.respaced(self.steps)
-        x = noise
-        for i in reversed(range(diffusion.num_timesteps)):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            mean, logvar = diffusion.p_mean_variance(model_fn(x, diffusion.model_time(t)), x, t)
-            if i == 0:
-                return mean
-            x = mean + torch.exp(0.5 * logvar) * torch.randn(x.shape, generator=generator).to(x)
-        return x
+    def step(self, diffusion, out, x, t, generator):
+        mean, logvar = diffusion.p_mean_variance(out, x, t)
+        if int(t[0]) == 0:
+            return mean
+        return mean + torch.exp(0.5 * logvar) * torch.randn(x.shape, generator=generator).to(x)
 
 
-class DDIMSampler:
+class DDIMSampler(DiffusionSampler):
     """DDIM (Song et al. 2021); ``eta=0`` is deterministic, ``eta=1`` matches DDPM's variance."""
 
     def __init__(self, steps: int = 50, eta: float = 0.0) -> None:
-        self.steps = steps
+        super().__init__(steps)
         self.eta = eta
 
-    def sample(
-        self,
-        objective: Objective,
-        model_fn: ModelFn,
-        noise: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        _require(objective, GaussianDiffusion, "DDIMSampler")
-        diffusion = objective.respaced(self.steps)
-        x = noise
-        for i in reversed(range(diffusion.num_timesteps)):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            x0, eps = diffusion.predict_x0_eps(model_fn(x, diffusion.model_time(t)), x, t)
-            ab, ab_prev = diffusion.alphas_cumprod[i].item(), diffusion.alphas_cumprod_prev[i].item()
-            sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
-            x = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps
-            if sigma > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator).to(x)
+    def step(self, diffusion, out, x, t, generator):
+        i = int(t[0])
+        x0, eps = diffusion.predict_x0_eps(out, x, t)
+        ab, ab_prev = diffusion.alphas_cumprod[i].item(), diffusion.alphas_cumprod_prev[i].item()
+        sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)) ** 0.5
+        x = ab_prev**0.5 * x0 + (1 - ab_prev - sigma**2) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator).to(x)
         return x
 
 
