@@ -1,0 +1,128 @@
+"""Bootstrap intervals: resample runs with replacement, refit, read off percentiles.
+
+A resample is a vector of run multiplicities; a point's weight in the refit is the multiplicity
+of its run, so all replicates (times a few starts each) run as one batched minimisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.fitting import Fit, solve
+
+# Replicates refitted together; bounds the (replicates * starts, points) weight array.
+_REPLICATES_PER_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Point estimate, percentile interval at ``level`` and bootstrap standard error."""
+
+    estimate: float
+    low: float
+    high: float
+    se: float
+    level: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "se": self.se,
+            "level": self.level,
+        }
+
+
+def resample_runs(runs: np.ndarray, n_boot: int, seed: int = 0, size: int | None = None) -> np.ndarray:
+    """Multiplicities (n_boot, size) of the distinct run codes in ``runs`` drawn with replacement.
+
+    ``size`` (default: largest code + 1) covers every run code of the source table; codes absent
+    from ``runs`` get 0, so one matrix serves every table built from that source.
+    """
+    present = np.unique(runs)
+    rng = np.random.default_rng(seed)
+    drawn = rng.multinomial(len(present), np.full(len(present), 1.0 / len(present)), size=n_boot)
+    counts = np.zeros((n_boot, size or int(present.max()) + 1), dtype=np.int64)
+    counts[:, present] = drawn
+    return counts
+
+
+def interval(samples: np.ndarray, estimate: float, level: float) -> Interval:
+    """Percentile interval of the finite ``samples`` around ``estimate``."""
+    ok = np.asarray(samples, float)
+    ok = ok[np.isfinite(ok)]
+    if ok.size < 2:
+        nan = float("nan")
+        return Interval(float(estimate), nan, nan, nan, level)
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(ok, [tail, 100.0 - tail])
+    return Interval(float(estimate), float(low), float(high), float(np.std(ok, ddof=1)), level)
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Bootstrap samples of every reported parameter and derived quantity (NaN: failed replicate)."""
+
+    samples: dict[str, np.ndarray]
+    level: float
+    n_failed: int
+
+    @property
+    def n_boot(self) -> int:
+        return len(next(iter(self.samples.values())))
+
+    def intervals(self, estimates: Mapping[str, float]) -> dict[str, Interval]:
+        return {
+            k: interval(self.samples[k], v, self.level) for k, v in estimates.items() if k in self.samples
+        }
+
+    def warnings(self, what: str) -> list[str]:
+        if self.n_failed <= 0.05 * self.n_boot:
+            return []
+        return [
+            f"{what}: {self.n_failed} of {self.n_boot} bootstrap refits did not converge and were left out, "
+            "so the intervals may be too narrow. Fix: add runs, or check the fit's other warnings."
+        ]
+
+
+def bootstrap_fit(
+    fit: Fit,
+    inputs: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    run: np.ndarray,
+    counts: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    level: float = 0.95,
+) -> Bootstrap:
+    """Refit ``fit.law`` on each resample of runs (rows of ``counts``) from the fit's best optima.
+
+    Each replicate starts from the few distinct optima the full grid found (``fit.optima``), not
+    from the whole grid: the resampled optimum lies near one of them, and this keeps the cost at a
+    few starts per replicate.
+    """
+    base = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    starts = fit.optima
+    n_start = len(starts)
+    thetas, failed = [], 0
+    for lo in range(0, len(counts), _REPLICATES_PER_BATCH):
+        point_w = counts[lo : lo + _REPLICATES_PER_BATCH, run] * base  # (r, n)
+        res = solve(
+            fit.law,
+            inputs,
+            y,
+            np.tile(starts, (len(point_w), 1)),
+            np.repeat(point_w, n_start, axis=0),
+            fit.delta,
+        )
+        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(-1, n_start)
+        best = fun.argmin(axis=1) + n_start * np.arange(len(fun))
+        ok = res.converged[best] & np.isfinite(res.fun[best])
+        failed += int((~ok).sum())
+        thetas.append(np.where(ok[:, None], res.x[best], np.nan))
+    samples = fit.law.reported(np.concatenate(thetas))
+    return Bootstrap({k: np.asarray(v, float) for k, v in samples.items()}, level, failed)

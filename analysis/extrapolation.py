@@ -1,0 +1,84 @@
+"""Extrapolation check: hold out the largest-compute runs, fit the rest, score the prediction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.data import Table
+from analysis.errors import FitError
+from analysis.fitting import Fit, fit
+from analysis.laws import Law
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """Errors of a fit on the smaller runs when it predicts the held-out larger ones (log space)."""
+
+    fit: Fit
+    held_out: pd.DataFrame  # run_id, inputs, y, predicted, log_error, pct_error
+    order_by: str
+    rmse_log: float
+    mean_abs_pct: float
+    max_abs_pct: float
+
+    def as_dict(self) -> dict:
+        return {
+            "order_by": self.order_by,
+            "n_held_out_runs": int(self.held_out["run_id"].nunique()),
+            "n_fit_points": self.fit.n_points,
+            "rmse_log": self.rmse_log,
+            "in_sample_rmse_log": self.fit.rmse_log,
+            "mean_abs_pct_error": self.mean_abs_pct,
+            "max_abs_pct_error": self.max_abs_pct,
+            "held_out": self.held_out.to_dict(orient="records"),
+        }
+
+
+def extrapolation_check(
+    law: Law,
+    table: Table,
+    *,
+    holdout: float = 0.2,
+    order_by: str = "C",
+    delta: float = 1e-3,
+    weights: np.ndarray | None = None,
+) -> Extrapolation:
+    """Hold out the ``holdout`` fraction of runs (at least one) with the largest ``order_by`` value."""
+    if not 0 < holdout < 1:
+        raise FitError(f"holdout must be a fraction in (0, 1), got {holdout}")
+    f = table.frame
+    size = f.groupby("run")[order_by].max().sort_values()
+    n_out = max(1, math.ceil(holdout * len(size)))
+    out = f["run"].isin(size.index[-n_out:]).to_numpy()
+    rest = ~out
+    if rest.sum() <= len(law.params):
+        raise FitError(
+            f"holding out {n_out} of {len(size)} runs leaves {int(rest.sum())} points for {len(law.params)} "
+            "parameters. Fix: add runs, or lower --holdout."
+        )
+    inputs = {k: table.values(k) for k in law.inputs}
+    sub = fit(
+        law,
+        {k: v[rest] for k, v in inputs.items()},
+        table.values("y")[rest],
+        delta=delta,
+        weights=None if weights is None else weights[rest],
+    )
+    predicted = sub.predict({k: v[out] for k, v in inputs.items()})
+    observed = table.values("y")[out]
+    log_err = np.log(predicted) - np.log(observed)
+    pct = 100.0 * (predicted / observed - 1.0)
+    cols = ["run_id", *dict.fromkeys((*law.inputs, order_by))]
+    held = f.loc[out, cols + ["y"]].assign(predicted=predicted, log_error=log_err, pct_error=pct)
+    return Extrapolation(
+        fit=sub,
+        held_out=held.reset_index(drop=True),
+        order_by=order_by,
+        rmse_log=float(np.sqrt(np.mean(log_err**2))),
+        mean_abs_pct=float(np.mean(np.abs(pct))),
+        max_abs_pct=float(np.max(np.abs(pct))),
+    )
