@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--metrics",
         metavar="COLS",
-        help="comma-separated metric columns to fit against the loss (default: every fvd*/fid*/kid*)",
+        help="comma-separated metric columns to fit against the loss (default: fvd, fid and their "
+        "variants such as fvd_ema; not *_protocol or *_std)",
     )
     rep.add_argument(
         "--holdout",
@@ -273,7 +274,12 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m analysis`` (and ``lit-vdit analyze``); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.level < 1:
+        parser.error(f"--level is a fraction in (0, 1), e.g. 0.95; got {args.level}")
+    if args.bootstrap < 0:
+        parser.error(f"--bootstrap is a number of resamples >= 0; got {args.bootstrap}")
     try:
         return _run_fit(args) if args.command == "fit" else _run_report(args)
     except AnalysisError as err:

@@ -27,8 +27,10 @@ from analysis.frontier import (
 )
 from analysis.laws import Law, chinchilla_law, metric_vs_loss
 
-# Columns taken as sample-quality metrics when none are named: fvd*, fid*, kid* (not *_protocol).
-METRIC_PATTERN = re.compile(r"^(fvd|fid|kid)", re.IGNORECASE)
+# Columns fitted against the loss when none are named: fvd, fid and variants such as fvd_ema, but not
+# the <metric>_protocol and <metric>_std columns written beside them. KID (which can be <= 0) only
+# when asked for.
+METRIC_PATTERN = re.compile(r"^(fvd|fid)(_(?!protocol$|std$)\w+)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class StudyOptions:
 
     columns: Columns = field(default_factory=Columns)
     points: str = "final"
-    metrics: tuple[str, ...] | None = None  # None: every fvd*/fid*/kid* column
+    metrics: tuple[str, ...] | None = None  # None: the columns METRIC_PATTERN matches
     cost_factor: float | None = None
     n_boot: int = 1000
     level: float = 0.95
@@ -249,11 +251,7 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
     names = (
         o.metrics
         if o.metrics is not None
-        else tuple(
-            c
-            for c in df.columns
-            if METRIC_PATTERN.match(str(c)) and not str(c).endswith("_protocol") and c != cols.y
-        )
+        else tuple(c for c in df.columns if METRIC_PATTERN.match(str(c)) and c != cols.y)
     )
     for metric in names:
         result = attempt(f"{metric} vs {cols.y}", lambda m=metric: _metric_fit(df, m, o, common, counts))

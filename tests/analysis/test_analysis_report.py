@@ -8,7 +8,7 @@ import pytest
 from analysis.cli import main
 from analysis.data import Columns
 from analysis.report import build_sections, render_html, render_markdown
-from analysis.study import StudyOptions, run_study
+from analysis.study import METRIC_PATTERN, StudyOptions, run_study
 
 EVIL = "<script>alert(1)</script>"
 
@@ -130,3 +130,12 @@ def test_mixed_protocols_are_refused(runs, tmp_path, capsys):
     runs.assign(fvd_protocol=np.where(odd, "256 clips", "2048 clips")).to_csv(path, index=False)
     assert main(["fit", str(path), "--law", "metric", "--y", "fvd", "--bootstrap", "0"]) == 2
     assert "'fvd' was measured under 2 different protocols" in capsys.readouterr().err
+
+
+def test_metric_columns_found_by_default():
+    found = [
+        c
+        for c in ("fvd", "FID", "fvd_ema", "fvd_protocol", "fid_std", "kid", "is")
+        if METRIC_PATTERN.match(c)
+    ]
+    assert found == ["fvd", "FID", "fvd_ema"]
