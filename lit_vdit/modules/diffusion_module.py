@@ -117,6 +117,8 @@ class DiffusionModule(L.LightningModule):
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
 
     def configure_model(self) -> None:
+        if hasattr(self.trainer.datamodule, "check_vae"):
+            self.trainer.datamodule.check_vae(self.vae)  # a latent cache must come from this model's VAE
         if self.denoiser is None:
             datamodule = self.trainer.datamodule
             if datamodule is None or not hasattr(datamodule, "clip_shape"):
@@ -128,8 +130,11 @@ class DiffusionModule(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with torch.no_grad():
-            x0 = self.vae.encode_latents(batch["video"])
+        if "latent" in batch:  # precomputed by `lit-vdit cache-latents` (LatentDataModule)
+            x0 = batch["latent"]
+        else:
+            with torch.no_grad():
+                x0 = self.vae.encode_latents(batch["video"])
         y = batch["label"].long() if self.hparams.num_classes else None
         return x0, y
 

@@ -1,0 +1,310 @@
+"""Latent cache: every clip of a dataset encoded once by a frozen VAE, in memory-mapped .npy files.
+
+    lit-vdit cache-latents --data configs/data/ucf101.yaml --vae vae.ckpt --out latents/ucf101 \\
+        [--data.init_args.frames 17 ...] [--batch-size 16] [--num-workers 4] [--device cuda]
+
+``--vae`` is a VAEModule checkpoint (:func:`lit_vdit.models.vae.load_frozen_vae`) or ``identity``
+(pixel space). The output folder holds ``{split}_latents.npy`` (N, c, t, h, w), ``{split}_labels.npy``
+(N,) for the train and val splits, and ``meta.json``: the setup (VAE checkpoint sha256 and weights
+fingerprint, latent scale, clip shape, frame interval, data config) and how many clips of each
+split are written. It is rewritten atomically after every flushed chunk, so running an interrupted
+command again resumes it. Clips are taken at fixed starts (``random_start`` is turned off) and the
+latents are the posterior mode, as :meth:`DiffusionModule.encode` computes them.
+
+:class:`LatentDataModule` trains from the folder and refuses one whose setup differs from the
+requested one; the DiffusionModule refuses one made by a VAE other than its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.data.synthetic import UNBOUNDED_CLIPS
+from lit_vdit.io import atomic_write_json
+from lit_vdit.models.vae import IdentityVAE
+
+META = "meta.json"
+FORMAT = 1
+SPLITS = ("train", "val")
+LOADER_ARGS = ("batch_size", "val_batch_size", "num_workers", "num_predict")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def vae_fingerprint(vae: nn.Module) -> str:
+    """Hash of a VAE's class, compression and weights: equal for the same VAE however it was loaded."""
+    digest = hashlib.sha256(type(vae).__qualname__.encode())
+    for name in ("latent_channels", "temporal_compression", "spatial_compression"):
+        digest.update(f"{name}={getattr(vae, name)}".encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_vae(spec: str) -> tuple[nn.Module, str]:
+    """``identity`` or a VAE checkpoint path -> (frozen VAE, its checkpoint's sha256 or "identity")."""
+    if spec == "identity":
+        return IdentityVAE(), "identity"
+    from lit_vdit.models.vae import load_frozen_vae
+
+    return load_frozen_vae(spec), sha256_file(spec)
+
+
+def read_meta(cache_dir: str | Path) -> dict[str, Any]:
+    file = Path(cache_dir) / META
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{cache_dir} is not a latent cache (no {META}); build one with "
+            f"`lit-vdit cache-latents --data CONFIG --vae CKPT --out {cache_dir}`"
+        )
+    return json.loads(file.read_text())
+
+
+# -- building ----------------------------------------------------------------------------------------
+def build_cache(
+    datamodule: VideoDataModule,
+    vae: nn.Module,
+    vae_sha256: str,
+    out: str | Path,
+    data_config: dict[str, Any],
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str = "cpu",
+    dtype: str = "float16",
+) -> dict[str, Any]:
+    """Encode the train and val clips of ``datamodule`` into ``out``, resuming a partial build."""
+    out = Path(out)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    datasets = {"train": datamodule.train_set, "val": datamodule.val_set}
+    if len(datamodule.train_set) >= UNBOUNDED_CLIPS:
+        raise ValueError("an unbounded stream of clips cannot be cached: set the data's num_clips")
+    _, frames, height, width = datamodule.clip_shape
+    latent_shape = tuple(vae.latent_shape(frames, height, width))
+    setup = {
+        "vae_sha256": vae_sha256,
+        "vae_fingerprint": vae_fingerprint(vae),
+        "latent_scale": float(getattr(vae, "scale_factor", 1.0)),
+        "posterior": "mode",
+        "clip_shape": list(datamodule.clip_shape),
+        "frame_interval": int(getattr(datamodule, "frame_interval", 1)),
+        "latent_shape": list(latent_shape),
+        "num_classes": datamodule.num_classes,
+        "dtype": dtype,
+        "clips": {split: len(dataset) for split, dataset in datasets.items()},
+        "data": data_config,
+    }
+    setup = json.loads(json.dumps(setup, default=str))  # as it reads back from meta.json
+    meta = {"format": FORMAT, "setup": setup, "written": dict.fromkeys(SPLITS, 0)}
+    if (out / META).is_file():
+        saved = read_meta(out)
+        if saved.get("setup") != setup:
+            changed = sorted(k for k in setup if saved.get("setup", {}).get(k) != setup[k])
+            raise ValueError(
+                f"{out} holds a latent cache of a different setup (differs in {', '.join(changed)}); "
+                f"write to another --out folder or delete {out}"
+            )
+        meta = saved
+    out.mkdir(parents=True, exist_ok=True)
+    vae = vae.to(device)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as progress:
+        for split, dataset in datasets.items():
+            start, total = meta["written"][split], len(dataset)
+            mode = "r+" if start else "w+"
+            latents = np.lib.format.open_memmap(
+                out / f"{split}_latents.npy", mode, np.dtype(dtype), (total, *latent_shape)
+            )
+            labels = np.lib.format.open_memmap(out / f"{split}_labels.npy", mode, np.int64, (total,))
+            if not start:
+                atomic_write_json(out / META, meta)
+            task = progress.add_task(f"encoding {split} clips", total=total, completed=start)
+            loader = DataLoader(Subset(dataset, range(start, total)), batch_size, num_workers=num_workers)
+            for batch in loader:
+                with torch.no_grad():
+                    z = vae.encode_latents(batch["video"].to(device))
+                end = start + len(z)
+                latents[start:end] = z.float().cpu().numpy()
+                labels[start:end] = torch.as_tensor(batch["label"]).numpy()
+                latents.flush()
+                labels.flush()
+                meta["written"][split] = start = end
+                atomic_write_json(out / META, meta)
+                progress.update(task, completed=end)
+            del latents, labels
+    return meta
+
+
+def main(argv: list[str]) -> int:
+    """``lit-vdit cache-latents``: see the module docstring."""
+    parser = ArgumentParser(prog="lit-vdit cache-latents", description=__doc__.split("\n\n")[0])
+    parser.add_subclass_arguments(VideoDataModule, "data", required=True, help="data config (YAML or class)")
+    parser.add_argument("--vae", required=True, help="VAE checkpoint (.ckpt of a VAEModule) or 'identity'")
+    parser.add_argument("--out", required=True, help="cache folder (created, or resumed)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    cfg = parser.parse_args(argv)
+    if "random_start" in cfg.data.init_args:
+        cfg.data.init_args.random_start = False  # a cache holds each clip once, at a fixed start
+    data_config = cfg.data.as_dict()
+    data_config["init_args"] = {k: v for k, v in data_config["init_args"].items() if k not in LOADER_ARGS}
+    datamodule = parser.instantiate_classes(cfg).data
+    vae, vae_sha256 = load_vae(cfg.vae)
+    meta = build_cache(
+        datamodule,
+        vae,
+        vae_sha256,
+        cfg.out,
+        data_config,
+        cfg.batch_size,
+        cfg.num_workers,
+        cfg.device,
+        cfg.dtype,
+    )
+    print(f"latent cache {cfg.out}: {meta['written']} clips of latent shape {meta['setup']['latent_shape']}")
+    return 0
+
+
+# -- training ----------------------------------------------------------------------------------------
+class LatentDataset(Dataset):
+    """``{"latent": (c, t, h, w) float32, "label": int}`` from the first ``count`` cached clips of a split."""
+
+    def __init__(self, cache_dir: str | Path, split: str, count: int) -> None:
+        self.files = (Path(cache_dir) / f"{split}_latents.npy", Path(cache_dir) / f"{split}_labels.npy")
+        self.count = count
+        self.arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "arrays": None}  # workers open their own maps (a memmap pickles its data)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        if self.arrays is None:
+            self.arrays = tuple(np.load(file, mmap_mode="r") for file in self.files)
+        latents, labels = self.arrays
+        return {"latent": torch.from_numpy(latents[index].astype(np.float32)), "label": int(labels[index])}
+
+
+class LatentDataModule(VideoDataModule):
+    """Trains from a latent cache: batches ``{"latent": (B, c, t, h, w), "label": (B,)}``.
+
+    ``clip_shape`` is the pixel clip shape the cache was made from, so the DiffusionModule builds the
+    same model as from the videos. The expected-setup arguments are checked against the cache's
+    metadata when given; a mismatch, or an unfinished cache, is an error.
+
+    Args:
+        cache_dir: folder written by ``lit-vdit cache-latents``.
+        num_clips: unique training clips (the data budget; the first n, nested as in the video
+            DataModules); None for all.
+        val_clips: validation clips; None for all.
+        vae: expected VAE checkpoint (or ``identity``): its sha256 must be the cache's.
+        frames, frame_interval, height, width: expected clip setup.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str,
+        num_clips: int | None = None,
+        val_clips: int | None = None,
+        vae: str | None = None,
+        frames: int | None = None,
+        frame_interval: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_predict: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        self.cache_dir = cache_dir
+        self.meta = read_meta(cache_dir)
+        setup = self.meta["setup"]
+        _, t, h, w = setup["clip_shape"]
+        cached = {"frames": t, "frame_interval": setup["frame_interval"], "height": h, "width": w}
+        if vae is not None:
+            cached["vae"] = setup["vae_sha256"]
+            vae = "identity" if vae == "identity" else sha256_file(vae)
+        requested = {
+            "frames": frames,
+            "frame_interval": frame_interval,
+            "height": height,
+            "width": width,
+            "vae": vae,
+        }
+        wrong = [
+            f"{k}: cache {cached[k]}, requested {v}"
+            for k, v in requested.items()
+            if v is not None and cached[k] != v
+        ]
+        if wrong:
+            raise ValueError(
+                f"latent cache {cache_dir} does not match the requested setup ({'; '.join(wrong)}); "
+                f"point cache_dir at a matching cache or build one with `lit-vdit cache-latents`"
+            )
+        unfinished = {
+            s: f"{self.meta['written'][s]}/{n}"
+            for s, n in setup["clips"].items()
+            if self.meta["written"][s] < n
+        }
+        if unfinished:
+            raise ValueError(
+                f"latent cache {cache_dir} is unfinished ({unfinished} clips written): run the same "
+                f"`lit-vdit cache-latents` command again to complete it"
+            )
+        self.num_clips, self.val_clips = num_clips, val_clips
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.meta["setup"]["clip_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta["setup"]["num_classes"]
+
+    @property
+    def train_size(self) -> int:
+        return min(
+            self.num_clips or self.meta["setup"]["clips"]["train"], self.meta["setup"]["clips"]["train"]
+        )
+
+    def check_vae(self, vae: nn.Module) -> None:
+        """Refuse to train a model whose VAE is not the one that encoded the cache."""
+        if vae_fingerprint(vae) != self.meta["setup"]["vae_fingerprint"]:
+            raise ValueError(
+                f"latent cache {self.cache_dir} was encoded by another VAE than the model's "
+                f"({type(vae).__name__}); configure the VAE the cache was made with (checkpoint sha256 "
+                f"{self.meta['setup']['vae_sha256'][:16]}) or rebuild the cache with "
+                f"`lit-vdit cache-latents --vae <the model's VAE checkpoint>`"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        val = self.meta["setup"]["clips"]["val"]
+        self.train_set = LatentDataset(self.cache_dir, "train", self.train_size)
+        self.val_set = LatentDataset(self.cache_dir, "val", min(self.val_clips or val, val))

@@ -1,0 +1,542 @@
+"""Real videos: video files (PyAV) and frame folders, indexed once, sampled as fixed-size clips.
+
+A *layout* knows how to list a dataset's videos, probe one (frame count, fps) and read given frames;
+:func:`load_index` probes every video once and keeps the result in a JSON index keyed by each
+file's size and mtime, so later starts only ``stat`` the files. A :class:`ClipDataset` turns the
+indexed videos into clips of ``frames`` frames every ``frame_interval`` frames, resized (short side)
+and centre-cropped to ``height`` x ``width``, as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+INDEX_FORMAT = 1
+MAX_SUBSTITUTES = 10
+
+
+class VideoDecodeError(RuntimeError):
+    """A video (or one of its frames) that cannot be read."""
+
+
+def _natural_key(name: str) -> list[Any]:
+    """``frame_10.jpg`` sorts after ``frame_9.jpg``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+# -- layouts -----------------------------------------------------------------------------------------
+class Layout(Protocol):
+    name: str
+
+    def scan(self, root: Path) -> dict[str, list[int]]:
+        """Videos under ``root``: relative path -> change key (compared to decide whether to re-probe)."""
+
+    def probe(self, path: Path) -> dict[str, Any]:
+        """``{"frames": int, "fps": float | None}``; raises :class:`VideoDecodeError` if unreadable."""
+
+    def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
+        """Frames ``indices`` (increasing) as (T, H, W, 3) uint8; raises :class:`VideoDecodeError`."""
+
+
+@dataclass(frozen=True)
+class VideoFiles:
+    """Video files (mp4, avi, webm, mov, mkv) anywhere under the root, decoded with PyAV."""
+
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+    name: str = "video_files"
+
+    def scan(self, root: Path) -> dict[str, list[int]]:
+        found = {}
+        for folder, _, files in os.walk(root):
+            for file in files:
+                if file.lower().endswith(self.extensions):
+                    st = os.stat(os.path.join(folder, file))
+                    found[os.path.relpath(os.path.join(folder, file), root)] = [st.st_size, st.st_mtime_ns]
+        return found
+
+    def probe(self, path: Path) -> dict[str, Any]:
+        if path.stat().st_size == 0:
+            raise VideoDecodeError("empty file (0 bytes)")
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VideoDecodeError("no video stream")
+                stream = container.streams.video[0]
+                fps = stream.average_rate or stream.guessed_rate
+                if not fps:
+                    raise VideoDecodeError("unknown frame rate")
+                # Packets actually present (headers of truncated files overstate the count).
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+            with av.open(str(path)) as container:
+                next(container.decode(video=0))
+        except (av.FFmpegError, OSError, ValueError, StopIteration) as e:
+            raise VideoDecodeError(f"cannot decode: {e or type(e).__name__}") from e
+        return {"frames": frames, "fps": float(fps)}
+
+    def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
+        wanted, out = set(indices), {}
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                base, tb, rate = stream.start_time or 0, stream.time_base, Fraction(fps)
+                if indices[0] > 0:  # to the keyframe before the first frame (half a frame early)
+                    container.seek(base + int((indices[0] - Fraction(1, 2)) / (rate * tb)), stream=stream)
+                for frame in container.decode(stream):
+                    i = round((frame.pts - base) * tb * rate)
+                    if i in wanted:
+                        out[i] = frame.to_ndarray(format="rgb24")
+                    if i >= indices[-1]:
+                        break
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise VideoDecodeError(f"{path}: {e}") from e
+        if len(out) < len(wanted):
+            raise VideoDecodeError(f"{path}: frames {sorted(wanted - set(out))[:4]}... missing (truncated?)")
+        return np.stack([out[i] for i in indices])
+
+
+@dataclass(frozen=True)
+class FrameFolders:
+    """Folders of numbered image frames (SkyTimelapse / StyleGAN-V): every folder holding images is
+    one video, its frames in numeric order."""
+
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    name: str = "frame_folders"
+
+    def frames(self, folder: Path) -> list[str]:
+        return sorted(
+            (f for f in os.listdir(folder) if f.lower().endswith(self.extensions)), key=_natural_key
+        )
+
+    def scan(self, root: Path) -> dict[str, list[int]]:
+        found = {}
+        for folder, _, files in os.walk(root):
+            count = sum(f.lower().endswith(self.extensions) for f in files)
+            if count:
+                found[os.path.relpath(folder, root)] = [count, os.stat(folder).st_mtime_ns]
+        return found
+
+    def probe(self, path: Path) -> dict[str, Any]:
+        names = self.frames(path)
+        empty = [n for n in names if (path / n).stat().st_size == 0]
+        if empty:
+            raise VideoDecodeError(f"empty frame file {empty[0]} (0 bytes)")
+        self.read(path, [0], None)
+        return {"frames": len(names), "fps": None}
+
+    def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
+        names = self.frames(path)
+        try:
+            frames = []
+            for i in indices:
+                with Image.open(path / names[i]) as image:
+                    frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, IndexError) as e:
+            raise VideoDecodeError(f"{path}: {e}") from e
+        return np.stack(frames)
+
+
+# -- index -------------------------------------------------------------------------------------------
+def index_path(root: str | Path, layout: Layout, index_dir: str | Path | None = None) -> Path:
+    """Where the index of ``root`` lives: ``index_dir`` or ``$XDG_CACHE_HOME/lit_vdit/index``."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lit_vdit" / "index"
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return Path(index_dir or cache) / f"{layout.name}-{digest}.json"
+
+
+def load_index(
+    root: str | Path, layout: Layout, index_dir: str | Path | None = None, strict: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Readable videos under ``root``: relative path -> ``{"frames", "fps"}``.
+
+    Only videos that are new or changed (size / mtime) since the saved index are probed. An
+    unreadable video is skipped with one warning line (and a summary count), or raises a
+    :class:`VideoDecodeError` naming it when ``strict``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder {root} does not exist")
+    file = index_path(root, layout, index_dir)
+    saved: dict[str, Any] = {}
+    if file.is_file():
+        saved = json.loads(file.read_text())
+        if saved.get("format") != INDEX_FORMAT or saved.get("root") != str(root.resolve()):
+            saved = {}
+    old = {**saved.get("videos", {}), **saved.get("bad", {})}
+    videos, bad, probed = {}, {}, 0
+    for rel, key in sorted(layout.scan(root).items()):
+        entry = old.get(rel)
+        if entry is None or entry["key"] != key:
+            probed += 1
+            try:
+                entry = {"key": key, **layout.probe(root / rel)}
+            except VideoDecodeError as e:
+                entry = {"key": key, "error": str(e)}
+                if not strict:
+                    log.warning("skipping unreadable video %s: %s", root / rel, e)
+        if "error" in entry:
+            if strict:
+                raise VideoDecodeError(f"unreadable video {root / rel}: {entry['error']} (strict=True)")
+            bad[rel] = entry
+        else:
+            videos[rel] = entry
+    if probed or set(old) != set(videos) | set(bad):
+        atomic_write_json(
+            file, {"format": INDEX_FORMAT, "root": str(root.resolve()), "videos": videos, "bad": bad}
+        )
+    if bad:
+        log.warning(
+            "%d of %d videos under %s are unreadable and skipped (index: %s)",
+            len(bad),
+            len(videos) + len(bad),
+            root,
+            file,
+        )
+    if not videos:
+        raise ValueError(f"no readable videos under {root} ({layout.name}, {len(bad)} unreadable)")
+    return videos
+
+
+# -- clips -------------------------------------------------------------------------------------------
+def clip_span(frames: int, frame_interval: int) -> int:
+    """Frames of video one clip covers."""
+    return (frames - 1) * frame_interval + 1
+
+
+def sample_clip(
+    length: int, frames: int, frame_interval: int, segment: int = 0, segments: int = 1, random: bool = False
+) -> list[int]:
+    """Frame indices of clip ``segment`` of ``segments`` in a video of ``length`` frames.
+
+    The valid start frames are split into ``segments`` equal ranges; the clip starts at the middle
+    of its range, or anywhere in it when ``random`` (from torch's global generator, which the
+    DataLoader seeds per worker).
+    """
+    span = clip_span(frames, frame_interval)
+    starts = length - span + 1
+    if starts < 1:
+        raise ValueError(f"a video of {length} frames is shorter than a clip ({span} frames)")
+    lo = segment * starts // segments
+    hi = max((segment + 1) * starts // segments, lo + 1)
+    start = int(torch.randint(lo, hi, ())) if random else (lo + hi - 1) // 2
+    return list(range(start, start + span, frame_interval))
+
+
+def resize_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (3, T, height, width) in [-1, 1]: short side resized (antialiased),
+    then centre crop."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # channels-last uint8: torch's fast resize path
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    size = (max(height, round(h * scale)), max(width, round(w * scale)))
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    x = x[..., top : top + height, left : left + width]
+    return (x.float() / 127.5 - 1).permute(1, 0, 2, 3).contiguous()
+
+
+@dataclass(frozen=True)
+class Clip:
+    video: str  # path relative to the root
+    frames: int  # frames in the video
+    fps: float | None
+    label: int
+    segment: int
+    segments: int
+
+
+def make_clips(
+    videos: dict[str, dict[str, Any]],
+    labels: dict[str, int],
+    frames: int,
+    frame_interval: int,
+    clips_per_video: int,
+    strict: bool = False,
+) -> list[Clip]:
+    """Up to ``clips_per_video`` clips per video, in a fixed pseudo-random order (a hash of video and
+    segment), so that the first n clips are a subset of the first n + 1: nested data budgets.
+    Videos shorter than a clip are skipped with a warning (raise when ``strict``)."""
+    span, clips, short = clip_span(frames, frame_interval), [], 0
+    for rel, entry in videos.items():
+        starts = entry["frames"] - span + 1
+        if starts < 1:
+            message = f"video {rel} is too short: {entry['frames']} frames, a clip needs {span}"
+            if strict:
+                raise VideoDecodeError(f"{message} (strict=True)")
+            log.warning("skipping %s", message)
+            short += 1
+            continue
+        segments = min(clips_per_video, starts)
+        clips += [Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments) for s in range(segments)]
+    if short:
+        log.warning(
+            "%d of %d videos are shorter than a clip (%d frames) and skipped", short, len(videos), span
+        )
+    return sorted(clips, key=lambda c: (zlib.crc32(f"{c.video}#{c.segment}".encode()), c.video, c.segment))
+
+
+class ClipDataset(Dataset):
+    """Clips of indexed videos as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``.
+
+    A clip that fails to decode (rare once indexed) is replaced by the next one, with a warning,
+    so a long run never dies on one bad file; ``strict`` raises instead.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: Layout,
+        clips: list[Clip],
+        frames: int,
+        frame_interval: int,
+        height: int,
+        width: int,
+        random_start: bool = False,
+        strict: bool = False,
+    ) -> None:
+        self.root, self.layout, self.clips = Path(root), layout, clips
+        self.frames, self.frame_interval = frames, frame_interval
+        self.height, self.width = height, width
+        self.random_start, self.strict = random_start, strict
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def load(self, index: int) -> dict[str, torch.Tensor | int]:
+        clip = self.clips[index]
+        indices = sample_clip(
+            clip.frames, self.frames, self.frame_interval, clip.segment, clip.segments, self.random_start
+        )
+        frames = self.layout.read(self.root / clip.video, indices, clip.fps)
+        return {"video": resize_crop(frames, self.height, self.width), "label": clip.label}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        errors = []
+        for offset in range(min(MAX_SUBSTITUTES, len(self))):
+            substitute = (index + offset) % len(self)
+            try:
+                return self.load(substitute)
+            except VideoDecodeError as e:
+                if self.strict:
+                    raise
+                errors.append(str(e))
+                log.warning("clip %d: %s; using clip %d instead", substitute, e, (substitute + 1) % len(self))
+        raise VideoDecodeError(f"{len(errors)} clips in a row failed to decode, last: {errors[-1]}")
+
+
+# -- DataModules -------------------------------------------------------------------------------------
+def read_split_files(split_dir: str | Path, split: int = 1) -> tuple[list[str], list[str], list[str]]:
+    """UCF-101 split files: (class names in label order, train videos, test videos) of ``split``."""
+    folder = Path(split_dir)
+    files = [folder / "classInd.txt", folder / f"trainlist0{split}.txt", folder / f"testlist0{split}.txt"]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"split file {file} not found (UCF-101 layout: classInd.txt, trainlistNN.txt)"
+            )
+    lines = [[line.split() for line in file.read_text().splitlines() if line.strip()] for file in files]
+    classes = [name for _, name in sorted((int(i), name) for i, name in lines[0])]
+    return classes, [str(Path(row[0])) for row in lines[1]], [str(Path(row[0])) for row in lines[2]]
+
+
+class VideoFolderDataModule(VideoDataModule):
+    """Clips from a folder of videos: UCF-101 (``<Class>/v_<Class>_gXX_cYY.avi``), Kinetics-style
+    class folders, or any tree of mp4/avi/webm/mov files.
+
+    Validation clips come from the official split files (``split_dir``), else from ``val_root``,
+    else from videos held out of ``root`` (a fixed set, whatever ``num_clips``). Clip selection
+    does not depend on ``seed``, so runs with different seeds see the same data.
+
+    Args:
+        root: dataset folder, scanned recursively.
+        frames, frame_interval: clip length and stride in video frames.
+        height, width: training resolution (short side resized, then centre crop).
+        clips_per_video: clips taken per video (at evenly spaced starts).
+        num_clips: unique training clips (the data budget); None for all. Budgets are nested:
+            the first n clips are a subset of the first n + 1.
+        val_clips: fixed validation clips (always at the middle of their segment).
+        val_root: separate validation folder (e.g. SkyTimelapse's ``sky_test``).
+        split_dir, split: folder of UCF-101 split files (classInd.txt, trainlist0N.txt, testlist0N.txt).
+        class_folders: label = top-level folder under ``root``; False: unconditional (0 classes).
+        random_start: training clips start anywhere in their segment (validation never does).
+        strict: raise on any unreadable or too short video instead of skipping it.
+        extensions: file suffixes (or, for frame folders, image suffixes) to take.
+        index_dir: where the scan index is kept (default ``~/.cache/lit_vdit/index``).
+    """
+
+    layout_class: type[VideoFiles | FrameFolders] = VideoFiles
+
+    def __init__(
+        self,
+        root: str,
+        frames: int = 16,
+        frame_interval: int = 1,
+        height: int = 64,
+        width: int = 64,
+        clips_per_video: int = 1,
+        num_clips: int | None = None,
+        val_clips: int = 64,
+        val_root: str | None = None,
+        split_dir: str | None = None,
+        split: int = 1,
+        class_folders: bool = True,
+        random_start: bool = True,
+        strict: bool = False,
+        extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+        index_dir: str | None = None,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        num_predict: int = 8,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        if num_clips is not None and num_clips < 1:
+            raise ValueError(f"num_clips must be a positive number of unique clips or None, got {num_clips}")
+        self.root, self.val_root, self.split_dir, self.split = root, val_root, split_dir, split
+        self.frames, self.frame_interval, self.height, self.width = frames, frame_interval, height, width
+        self.clips_per_video, self.num_clips, self.val_clips = clips_per_video, num_clips, val_clips
+        self.class_folders, self.random_start, self.strict = class_folders, random_start, strict
+        self.layout: Layout = self.layout_class(tuple(extensions))
+        self.index_dir = index_dir
+        self._clips: tuple[list[Clip], list[Clip], list[str]] | None = None
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.frames, self.height, self.width)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.clips()[2])
+
+    @property
+    def train_size(self) -> int:
+        return len(self.clips()[0])
+
+    def prepare_data(self) -> None:
+        self.clips()  # probe new videos once, on one process, before every process's setup
+
+    def clips(self) -> tuple[list[Clip], list[Clip], list[str]]:
+        """(training clips, validation clips, class names), from the index (built on first use)."""
+        if self._clips is None:
+            self._clips = self._make_clips()
+        return self._clips
+
+    def _make_clips(self) -> tuple[list[Clip], list[Clip], list[str]]:
+        index = lambda root: load_index(root, self.layout, self.index_dir, self.strict)
+        videos = index(self.root)
+        classes: list[str] | None = None
+        if self.split_dir:
+            classes, train_names, val_names = read_split_files(self.split_dir, self.split)
+            missing = [n for n in train_names + val_names if n not in videos]
+            if missing:
+                log.warning(
+                    "%d videos of the split files are missing or unreadable, e.g. %s",
+                    len(missing),
+                    missing[0],
+                )
+            train = {n: videos[n] for n in train_names if n in videos}
+            val = {n: videos[n] for n in val_names if n in videos}
+        elif self.val_root:
+            train, val = videos, index(self.val_root)
+        else:
+            train, val = self._hold_out(videos)
+        if self.class_folders:
+            classes = classes or sorted({self._class_of(rel) for rel in [*train, *val]})
+            labels = {rel: classes.index(self._class_of(rel)) for rel in [*train, *val]}
+        else:
+            classes, labels = [], dict.fromkeys([*train, *val], 0)
+        clips = lambda vids: make_clips(
+            vids, labels, self.frames, self.frame_interval, self.clips_per_video, self.strict
+        )
+        train_clips, val_clips = clips(train), clips(val)
+        if not train_clips or not val_clips:
+            raise ValueError(
+                f"{self.root}: {len(train_clips)} training and {len(val_clips)} validation clips of "
+                f"{clip_span(self.frames, self.frame_interval)} frames; add videos or shorten the clips"
+            )
+        return train_clips[: self.num_clips], val_clips[: self.val_clips], classes
+
+    def _class_of(self, rel: str) -> str:
+        parts = Path(rel).parts
+        if len(parts) < 2:
+            raise ValueError(f"{rel} is not inside a class folder of {self.root}; set class_folders: false")
+        return parts[0]
+
+    def _hold_out(self, videos: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+        """Validation videos held out of ``videos`` in a fixed hash order, until ``val_clips`` clips
+        or half of the videos."""
+        span, held, count = clip_span(self.frames, self.frame_interval), set(), 0
+        for rel in sorted(videos, key=lambda r: (zlib.crc32(r.encode()), r)):
+            if count >= self.val_clips or len(held) >= len(videos) // 2:
+                break
+            held.add(rel)
+            count += min(self.clips_per_video, max(0, videos[rel]["frames"] - span + 1))
+        if count < self.val_clips:
+            log.warning(
+                "%s: %d validation clips held out (half of the videos), not %d",
+                self.root,
+                count,
+                self.val_clips,
+            )
+        return {r: v for r, v in videos.items() if r not in held}, {r: videos[r] for r in held}
+
+    def dataset(self, clips: list[Clip], root: str, random_start: bool) -> ClipDataset:
+        return ClipDataset(
+            root,
+            self.layout,
+            clips,
+            self.frames,
+            self.frame_interval,
+            self.height,
+            self.width,
+            random_start,
+            self.strict,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        train, val, _ = self.clips()
+        self.train_set = self.dataset(train, self.root, self.random_start)
+        self.val_set = self.dataset(val, self.val_root or self.root, False)
+
+
+class FrameFolderDataModule(VideoFolderDataModule):
+    """Clips from folders of numbered frames (SkyTimelapse, StyleGAN-V datasets): every folder that
+    holds images is one video. Same arguments as :class:`VideoFolderDataModule`; unconditional
+    unless ``class_folders``."""
+
+    layout_class = FrameFolders
+
+    def __init__(
+        self,
+        root: str,
+        class_folders: bool = False,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, class_folders=class_folders, extensions=extensions, **kwargs)
