@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
 
         return analyze_main(args[1:])
+    if command == "cache-latents":
+        from lit_vdit.data.latents import main as cache_latents_main
+
+        return cache_latents_main(args[1:])
     if command == "grid":
         from experiments.cli import main as grid_main
 
