@@ -99,14 +99,15 @@ def bootstrap_fit(
     weights: np.ndarray | None = None,
     level: float = 0.95,
 ) -> Bootstrap:
-    """Refit ``fit.law`` on each resample of runs (rows of ``counts``) from the fit's best optima.
+    """Refit ``fit.law`` on each resample of runs (rows of ``counts``).
 
-    Each replicate starts from the few distinct optima the full grid found (``fit.optima``), not
-    from the whole grid: the resampled optimum lies near one of them, and this keeps the cost at a
-    few starts per replicate.
+    Each replicate runs from ``fit.restarts``: a few grid starts whose runs reached the best optimum
+    on the full data. Not from that optimum itself: the Huber objective with a small delta is nearly
+    piecewise linear, and a run started at the old optimum stalls there instead of moving to the
+    resample's optimum, which would shrink the intervals.
     """
     base = np.ones(len(y)) if weights is None else np.asarray(weights, float)
-    starts = fit.optima
+    starts = fit.restarts
     n_start = len(starts)
     thetas, failed = [], 0
     for lo in range(0, len(counts), _REPLICATES_PER_BATCH):

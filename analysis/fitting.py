@@ -39,7 +39,7 @@ class Fit:
     rmse_log: float
     r2_log: float
     delta: float
-    optima: np.ndarray  # distinct best end points, best first (starts for bootstrap refits)
+    restarts: np.ndarray  # grid starts whose runs reached the best optimum (starts for bootstrap refits)
     warnings: tuple[str, ...]
 
     @property
@@ -123,7 +123,7 @@ def fit(
     weights: np.ndarray | None = None,
     delta: float = 1e-3,
     starts: np.ndarray | None = None,
-    keep_optima: int = 8,
+    keep_restarts: int = 8,
 ) -> Fit:
     """Fit ``law`` to ``y`` from every start (default: the law's grid) and keep the best optimum.
 
@@ -177,7 +177,7 @@ def fit(
         rmse_log=float(np.sqrt(np.mean(resid**2))),
         r2_log=r2,
         delta=delta,
-        optima=_distinct(res.x[order[finite[order]]], keep_optima),
+        restarts=_restarts(starts, order, int(at_best.sum()), keep_restarts),
         warnings=tuple(_diagnose(law, theta, res, best)),
     )
 
@@ -194,15 +194,10 @@ def _continue_best(law, inputs, y, weights, delta, res: BatchResult) -> BatchRes
     return BatchResult(x, fun, status, n_iter)
 
 
-def _distinct(points: np.ndarray, k: int) -> np.ndarray:
-    """The first ``k`` rows of ``points`` (sorted best first) that differ from every earlier kept row."""
-    kept: list[np.ndarray] = []
-    for p in points:
-        if all(np.max(np.abs(p - q)) > 1e-3 for q in kept):
-            kept.append(p)
-            if len(kept) == k:
-                break
-    return np.array(kept)
+def _restarts(starts: np.ndarray, order: np.ndarray, n_at_best: int, k: int) -> np.ndarray:
+    """``k`` starts spread over those whose runs reached the best optimum (the best ``k`` if fewer)."""
+    basin = order[: max(n_at_best, k)]
+    return starts[basin[np.linspace(0, len(basin) - 1, min(k, len(basin))).round().astype(int)]]
 
 
 def _diagnose(law: Law, theta: np.ndarray, res: BatchResult, best: int) -> list[str]:
