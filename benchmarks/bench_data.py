@@ -24,7 +24,8 @@ import lightning as L
 import torch
 
 from lit_vdit.data import LatentDataModule, SyntheticVideoDataset, VideoFolderDataModule
-from lit_vdit.data.latents import build_cache, sha256_file
+from lit_vdit.data.latents import build_cache
+from lit_vdit.io import sha256_file
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.models.vae import CausalVideoVAE, load_frozen_vae
 from lit_vdit.modules import DiffusionModule

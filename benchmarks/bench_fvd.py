@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
+from lit_vdit.io import sha256_file
 from lit_vdit.metrics import Protocol, WeightsNotFoundError
 from lit_vdit.metrics.evaluate import extract_features
 from lit_vdit.metrics.fid import FrameFeatures
 from lit_vdit.metrics.fvd import I3DFeatures
 from lit_vdit.metrics.i3d import InceptionI3d
-from lit_vdit.metrics.weights import I3D_NETWORK, INCEPTION_NETWORK, Weights, resolve_weights, sha256_file
+from lit_vdit.metrics.weights import I3D_NETWORK, INCEPTION_NETWORK, Weights, resolve_weights
 
 
 def i3d_weights(tmp: Path) -> tuple[Weights, str]:

@@ -31,21 +31,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.synthetic import UNBOUNDED_CLIPS
-from lit_vdit.io import atomic_write_json
+from lit_vdit.io import atomic_write_json, sha256_file
 from lit_vdit.models.vae import IdentityVAE
 
 META = "meta.json"
 FORMAT = 1
 SPLITS = ("train", "val")
 LOADER_ARGS = ("batch_size", "val_batch_size", "num_workers", "num_predict")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def vae_fingerprint(vae: nn.Module) -> str:

@@ -19,7 +19,6 @@ a message saying which file to obtain and where to put it, before any sampling w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
 import warnings
@@ -27,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+
+from lit_vdit.io import sha256_file
 
 I3D_ENV = "LIT_VDIT_I3D_PATH"
 INCEPTION_ENV = "LIT_VDIT_INCEPTION_PATH"
@@ -81,14 +82,6 @@ class Weights:
     network: str
     path: Path
     sha256: str
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:

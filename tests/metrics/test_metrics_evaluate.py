@@ -5,6 +5,7 @@ from importlib.util import find_spec
 import pytest
 import torch
 
+from lit_vdit.io import sha256_file
 from lit_vdit.metrics import (
     I3D_ENV,
     Protocol,
@@ -16,7 +17,6 @@ from lit_vdit.metrics import (
 from lit_vdit.metrics import weights as weights_module
 from lit_vdit.metrics.evaluate import extract_features
 from lit_vdit.metrics.i3d import InceptionI3d
-from lit_vdit.metrics.weights import sha256_file
 
 PROTOCOL = Protocol(
     dataset="toy", num_real=2, num_fake=2, frames=9, resolution=16, kid_subset_size=2, kid_subsets=3
