@@ -49,6 +49,10 @@ class ScalingRecorder(Callback):
     rewritten atomically at each point, and the rows are saved in checkpoints so a resumed run
     continues the same table.
 
+    Under DDP / FSDP every process runs the evaluation (each on all validation clips, so sharded
+    models all-gather in step and every process holds the same row), the train loss is averaged
+    over processes and only global rank 0 writes.
+
     Args:
         eval_points: number of log-spaced evaluation steps (the final step is always evaluated).
         out_dir: where to write; defaults to the trainer's ``default_root_dir``.
@@ -96,17 +100,25 @@ class ScalingRecorder(Callback):
         pl_module.eval()
         totals: dict[str, float] = {}
         count = 0
-        for batch_idx, batch in enumerate(trainer.datamodule.val_dataloader()):
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            for name, loss in pl_module.validation_losses(batch, batch_idx).items():
-                totals[name] = totals.get(name, 0.0) + float(loss.sum())
+        precision = trainer.precision_plugin
+        for batch in trainer.datamodule.val_dataloader():
+            batch = precision.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
+            with precision.val_step_context():
+                losses = pl_module.validation_losses(batch, list(range(count, count + len(batch["label"]))))
+            for name, loss in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(loss.float().sum())
             count += len(batch["label"])
         pl_module.train(was_training)
+        # Mean train loss over steps and processes (equal per-process batches: the global batch loss).
+        loss_sum, loss_count = trainer.strategy.reduce(
+            torch.tensor([self._loss_sum, self._loss_count], device=pl_module.device),
+            reduce_op="sum",
+        ).tolist()
         row = {
             **self.run_info,
             "step": trainer.global_step,
             **pl_module.accounting(),
-            "train_loss": self._loss_sum / max(self._loss_count, 1),
+            "train_loss": loss_sum / max(loss_count, 1),
             **{f"val_loss_{name}": total / count for name, total in totals.items()},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time_s": self.train_time,

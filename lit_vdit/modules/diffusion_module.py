@@ -3,7 +3,7 @@
 The module owns the science: objective, optimiser, EMA, the low-variance validation loss and the
 accounting of samples, tokens and FLOPs. The model is built in ``configure_model`` from the
 DataModule's clip shape and classes (or from ``clip_shape`` / ``num_classes`` given here), which is
-also where parallelism is applied.
+also where parallelism is applied (:mod:`lit_vdit.parallel`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
 from lit_vdit.flops import denoiser_costs
 from lit_vdit.models.vae import IdentityVAE
+from lit_vdit.parallel import apply_fsdp2
 
 DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
 
@@ -40,6 +43,8 @@ class DiffusionModule(L.LightningModule):
         val_seed: seed of the fixed validation noise.
         sampler: sampler for ``predict``; None picks DDIM-50 or Euler-50 for the objective.
         guidance_scale: classifier-free guidance scale for ``predict``.
+        activation_checkpointing: under FSDP2 (``ModelParallelStrategy``), recompute each block's
+            activations in backward (``FSDPStrategy`` has its own ``activation_checkpointing_policy``).
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class DiffusionModule(L.LightningModule):
         val_seed: int = 1234,
         sampler: Sampler | None = None,
         guidance_scale: float = 1.0,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
@@ -73,7 +79,7 @@ class DiffusionModule(L.LightningModule):
         self.ema: nn.Module | None = None
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
-        self._ema_step = 0
+        self._noise_seed = 0
         if clip_shape is not None and num_classes is not None:
             self.build(tuple(clip_shape), num_classes)
 
@@ -106,7 +112,11 @@ class DiffusionModule(L.LightningModule):
             tuple(int(s) for s in clip_shape),
             int(num_classes),
         )
-        self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
+        # Initial weights depend on the run's seed only, not on what else drew random numbers before
+        # (Lightning's multi-process strategies re-seed every process just before configure_model).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed())
+            self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
         if self.objective.learn_sigma != getattr(self.denoiser, "learn_sigma", False):
             raise ValueError(
                 f"objective learn_sigma={self.objective.learn_sigma} but denoiser learn_sigma="
@@ -127,6 +137,14 @@ class DiffusionModule(L.LightningModule):
                     "lit_vdit VideoDataModule, which provides them"
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
+        strategy = self.trainer.strategy
+        if isinstance(strategy, ModelParallelStrategy) and not isinstance(self.denoiser, FSDPModule):
+            # The EMA copy gets the same sharding: its shards sit beside the parameter shards, are
+            # updated locally and saved in the distributed checkpoint with them.
+            precision = str(self.trainer.precision)
+            apply_fsdp2(self.denoiser, strategy.device_mesh, precision, self.hparams.activation_checkpointing)
+            if self.ema is not None:
+                apply_fsdp2(self.ema, strategy.device_mesh, precision)
 
     # -- training ---------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -138,17 +156,46 @@ class DiffusionModule(L.LightningModule):
         y = batch["label"].long() if self.hparams.num_classes else None
         return x0, y
 
+    def on_fit_start(self) -> None:
+        self._noise_seed = torch.initial_seed()  # the run's seed (seed_everything), equal on every process
+
+    def global_positions(self, batch_index: int, batch_size: int, n: int) -> list[int]:
+        """Where this process's ``n`` samples of batch ``batch_index`` sit in the global sample order.
+
+        Sample i of a process is sample ``i * replicas + rank`` of the global batch: the order in which
+        Lightning's DistributedSampler deals a shuffled epoch, which a single process reads in turn.
+        """
+        sampler = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        replicas, rank = sampler.get("num_replicas", 1), sampler.get("rank", 0)
+        return [(batch_index * batch_size + i) * replicas + rank for i in range(n)]
+
+    def training_noise(self, x0: torch.Tensor, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps and noise of each sample, drawn from (seed, its position in the run) only.
+
+        A clip thus gets the same t and noise whatever the number of processes, and after a resume:
+        runs compare across strategies.
+        """
+        accumulate = self.trainer.accumulate_grad_batches
+        batch_index = self.global_step * accumulate + batch_idx % accumulate
+        generator = torch.Generator(x0.device)
+        timesteps, noise = [], []
+        for position in self.global_positions(batch_index, x0.shape[0], x0.shape[0]):
+            generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
+            timesteps.append(self.objective.sample_timesteps(1, x0.device, generator))
+            noise.append(torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype))
+        return torch.cat(timesteps), torch.stack(noise)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, y = self.encode(batch)
-        t = self.objective.sample_timesteps(x0.shape[0], x0.device)
-        loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, torch.randn_like(x0), t).mean()
+        t, noise = self.training_noise(x0, batch_idx)
+        loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate "
                 f"(lr={self.hparams.lr}), add warm-up, or train in 32-bit / bf16-mixed instead of fp16"
             )
         self.samples_seen += x0.shape[0] * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, sync_dist=False)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch loss
         self.log_dict(self.accounting(), reduce_fx="max")
         return loss
 
@@ -162,9 +209,10 @@ class DiffusionModule(L.LightningModule):
             "flops_6nd": 6.0 * self.costs["params_non_embedding"] * tokens,
         }
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None and self.global_step > self._ema_step:
-            self._ema_step = self.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the EMA update: callbacks (ScalingRecorder, ModelCheckpoint) see both."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
             self.update_ema()
 
     @torch.no_grad()
@@ -206,16 +254,20 @@ class DiffusionModule(L.LightningModule):
 
     # -- validation: the scaling metric -------------------------------------------------------------
     @torch.no_grad()
-    def validation_losses(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_losses(
+        self, batch: dict[str, torch.Tensor], clip_ids: list[int]
+    ) -> dict[str, torch.Tensor]:
         """Per-clip loss averaged over fixed timesteps with fixed noise, for raw and EMA weights.
 
-        The noise depends only on (val_seed, batch_idx), so every evaluation of a run (and every run
-        with the same validation batches) sees exactly the same inputs.
+        The noise of a clip depends only on (val_seed, its index ``clip_ids[i]`` in the validation
+        set), so every evaluation of a run, and every run whatever its batch size or number of
+        processes, sees exactly the same inputs.
         """
         x0, y = self.encode(batch)
         k = self.hparams.val_timesteps
-        generator = torch.Generator().manual_seed(self.hparams.val_seed * 100_003 + batch_idx)
-        noise = torch.randn((k, *x0.shape), generator=generator).to(x0.device, x0.dtype)
+        generators = [torch.Generator().manual_seed(self.hparams.val_seed * 100_003 + c) for c in clip_ids]
+        noise = torch.stack([torch.randn((k, *x0.shape[1:]), generator=g) for g in generators], dim=1)
+        noise = noise.to(x0.device, x0.dtype)
         timesteps = self.objective.validation_timesteps(k).to(x0.device)
         losses = {}
         models = {"raw": self.denoiser, "ema": self.ema} if self.ema is not None else {"raw": self.denoiser}
@@ -228,7 +280,9 @@ class DiffusionModule(L.LightningModule):
         return losses
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        for name, loss in self.validation_losses(batch, batch_idx).items():
+        loader = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
+        clip_ids = self.global_positions(batch_idx, loader.batch_size, len(batch["label"]))
+        for name, loss in self.validation_losses(batch, clip_ids).items():
             self.log(f"val/loss_{name}", loss.mean(), batch_size=loss.numel(), sync_dist=True)
 
     test_step = validation_step
@@ -259,4 +313,3 @@ class DiffusionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lit_vdit", {})
         self.samples_seen = int(state.get("samples_seen", 0))
-        self._ema_step = int(checkpoint.get("global_step", 0))

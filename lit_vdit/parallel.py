@@ -1,0 +1,76 @@
+"""Parallelism in one place, torchtitan style: FSDP2 sharding, mixed precision, activation checkpointing.
+
+``DiffusionModule.configure_model`` calls :func:`apply_fsdp2` on the denoiser and on its EMA copy
+when the Trainer runs ``ModelParallelStrategy``. Both get the same sharding, so every EMA shard sits
+on the process that owns the matching parameter shard and the EMA update is a local
+``_foreach_lerp_`` on DTensors (no communication). The models themselves know nothing of this.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed._composable import checkpoint
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """Submodules sharded (all-gathered, freed) one at a time: ``model.fsdp_units()`` if the model
+    defines it (VideoUNet: its stages), else the entries of its ``blocks`` ModuleList (VideoDiT)."""
+    if hasattr(model, "fsdp_units"):
+        return list(model.fsdp_units())
+    blocks = getattr(model, "blocks", None)
+    return list(blocks) if isinstance(blocks, nn.ModuleList) else []
+
+
+def mixed_precision_policy(precision: str) -> MixedPrecisionPolicy:
+    """FSDP2 policy for a Lightning precision flag.
+
+    ``bf16-mixed``: fp32 sharded master weights, all-gathered and computed in bf16, gradients reduced
+    in fp32. ``32-true`` and ``bf16-true`` leave dtypes alone (with ``bf16-true`` Lightning has cast
+    the whole module, EMA included, to bf16).
+    """
+    if precision == "bf16-mixed":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if precision in ("32-true", "bf16-true"):
+        return MixedPrecisionPolicy()
+    raise ValueError(f"FSDP2 supports precision 32-true, bf16-mixed or bf16-true, got {precision!r}")
+
+
+def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
+    """The mesh to shard over: the ``data_parallel`` dimension of Lightning's 2D mesh (no tensor
+    parallelism)."""
+    if device_mesh.mesh_dim_names and "tensor_parallel" in device_mesh.mesh_dim_names:
+        if device_mesh["tensor_parallel"].size() > 1:
+            raise ValueError(
+                f"lit_vdit shards with FSDP2 only (no tensor parallelism): set ModelParallelStrategy("
+                f"data_parallel_size={device_mesh.size()}, tensor_parallel_size=1)"
+            )
+        return device_mesh["data_parallel"]
+    return device_mesh
+
+
+def apply_fsdp2(
+    model: nn.Module,
+    device_mesh: DeviceMesh,
+    precision: str = "32-true",
+    activation_checkpointing: bool = False,
+) -> nn.Module:
+    """Shard ``model`` in place with FSDP2: each unit of :func:`fsdp_units`, then the rest as the root.
+
+    Args:
+        model: the denoiser (or its EMA copy: same model, same sharding).
+        device_mesh: Lightning's ``ModelParallelStrategy.device_mesh`` (or any 1D data-parallel mesh).
+        precision: the Trainer's precision flag, see :func:`mixed_precision_policy`.
+        activation_checkpointing: recompute each unit's activations in backward instead of storing them.
+    """
+    # Every unit, the root included, reshards after forward: evaluation runs forward only (the EMA
+    # never runs backward), and the EMA update needs all parameters sharded.
+    kwargs = {"mesh": data_parallel_mesh(device_mesh), "mp_policy": mixed_precision_policy(precision)}
+    for unit in fsdp_units(model):
+        if activation_checkpointing:
+            checkpoint(unit)
+        fully_shard(unit, reshard_after_forward=True, **kwargs)
+    fully_shard(model, reshard_after_forward=True, **kwargs)
+    return model

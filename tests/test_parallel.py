@@ -1,0 +1,161 @@
+"""Strategies on CPU: 2-process DDP and FSDP2 reproduce a single-process run; FSDP2 checkpoints resume.
+
+Multi-process runs are ``lit-vdit fit`` with configs/trainer/{ddp,fsdp2}_cpu.yaml, started as
+``tests/parallel_run.py`` so that Lightning's launcher can re-run the command for the second process.
+The global batch is the same in every run (4 clips: 4 x 1 process, 2 x 2 processes). Timesteps and
+noise are drawn per sample from its position in the run, so runs differ only by floating-point
+reduction order: per-step train losses and validation losses agree to ``RTOL``. Label dropout is off
+(``class_dropout_prob: 0``): the model draws its dropout mask per process from the global generator.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+REPO = Path(__file__).resolve().parents[1]
+RTOL = 1e-4
+STEPS = 6
+GLOBAL_BATCH = 4
+TINY = [
+    "--seed_everything",
+    "0",
+    "--model",
+    "configs/model/dit_demo.yaml",
+    "--model.init_args.denoiser.init_args.preset",
+    "T0",
+    "--model.init_args.denoiser.init_args.class_dropout_prob",
+    "0.0",
+    "--model.init_args.ema_decay",
+    "0.9",
+    "--model.init_args.val_timesteps",
+    "4",
+    "--data",
+    "configs/data/synthetic.yaml",
+    "--data.init_args.frames",
+    "4",
+    "--data.init_args.height",
+    "16",
+    "--data.init_args.width",
+    "16",
+    "--data.init_args.num_clips",
+    "24",
+    "--data.init_args.val_clips",
+    "4",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.log_every_n_steps",
+    "1",
+]
+
+
+AC = ["--model.init_args.activation_checkpointing", "true"]
+
+
+def trainer_config(name: str, out: Path) -> Path:
+    """configs/trainer/<name>.yaml evaluating at steps 1 and max_steps and checkpointing every 3 steps."""
+    config = yaml.safe_load((REPO / "configs" / "trainer" / f"{name}.yaml").read_text())
+    for callback in config["callbacks"]:
+        if callback["class_path"].endswith("ScalingRecorder"):
+            callback["init_args"]["eval_points"] = 2
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"]["every_n_train_steps"] = 3
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def fit(out: Path, trainer: str, processes: int, steps: int = STEPS, *extra: str) -> Path:
+    command = [
+        sys.executable,
+        "tests/parallel_run.py",
+        "fit",
+        "--trainer",
+        str(trainer_config(trainer, out)),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.default_root_dir",
+        str(out),
+        *TINY,
+        "--data.init_args.batch_size",
+        str(GLOBAL_BATCH // processes),
+        *extra,
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+def step_losses(run: Path) -> pd.Series:
+    """Per-step train loss of the global batch, as logged by Lightning (``train/loss``)."""
+    logged = pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+    return logged.groupby("step")["train/loss"].last()
+
+
+def final_state(checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
+    """Full model state of a distributed (FSDP2) checkpoint folder, gathered into one file."""
+    dcp_to_torch_save(checkpoint, out)
+    return torch.load(out, weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same run as one process, as DDP and as FSDP2 on 2 processes (made on first use)."""
+    root = tmp_path_factory.mktemp("strategies")
+    settings = {"single": ("cpu", 1), "ddp": ("ddp_cpu", 2), "fsdp2": ("fsdp2_cpu", 2)}
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = fit(root / name, *settings[name])
+        return made[name]
+
+    return get
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+def test_two_processes_give_the_single_process_loss_curve(runs, strategy):
+    single, parallel = runs("single"), runs(strategy)
+    expected, got = step_losses(single), step_losses(parallel)
+    assert list(got.index) == list(expected.index) and len(got) == STEPS
+    assert torch.allclose(torch.tensor(got.values), torch.tensor(expected.values), rtol=RTOL, atol=0)
+    a, b = pd.read_csv(single / "metrics.csv"), pd.read_csv(parallel / "metrics.csv")
+    assert list(b["step"]) == list(a["step"]) == [1, STEPS]
+    assert list(b["samples_seen"]) == list(a["samples_seen"]) == [GLOBAL_BATCH, GLOBAL_BATCH * STEPS]
+    for column in ("train_loss", "val_loss_raw", "val_loss_ema"):
+        assert torch.allclose(torch.tensor(b[column].values), torch.tensor(a[column].values), rtol=RTOL)
+    result = json.loads((parallel / "result.json").read_text())
+    assert result["world_size"] == 2 and result["finished"]
+
+
+def test_fsdp2_checkpoint_resumes_the_same_run_with_its_ema(runs, tmp_path):
+    """Train 3 steps, stop, resume to 6: losses, weights and EMA equal the uninterrupted run's."""
+    uninterrupted = runs("fsdp2")
+    resumed = fit(tmp_path / "resumed", "fsdp2_cpu", 2, 3)
+    checkpoint = resumed / "checkpoints" / "last.ckpt"
+    assert (checkpoint / "meta.pt").is_file() and (checkpoint / "__1_0.distcp").is_file()
+    at_3 = final_state(checkpoint, tmp_path / "at_3.pt")
+    assert any(key.startswith("ema.blocks.") for key in at_3)
+    before = step_losses(resumed)  # Lightning's CSVLogger starts its file afresh on resume
+    # The second part also recomputes block activations in backward, which must change nothing.
+    fit(resumed, "fsdp2_cpu", 2, STEPS, "--ckpt_path", str(checkpoint), *AC)
+
+    expected, got = step_losses(uninterrupted), pd.concat([before, step_losses(resumed)])
+    assert list(got.index) == list(expected.index)
+    assert torch.allclose(torch.tensor(got.values), torch.tensor(expected.values), rtol=RTOL, atol=0)
+    a, b = pd.read_csv(uninterrupted / "metrics.csv"), pd.read_csv(resumed / "metrics.csv")
+    assert list(b["step"]) == [1, 3, STEPS] and b["samples_seen"].iloc[-1] == GLOBAL_BATCH * STEPS
+    for column in ("val_loss_raw", "val_loss_ema"):
+        assert b[column].iloc[-1] == pytest.approx(a[column].iloc[-1], rel=RTOL)
+    # Weights and EMA after the resume equal those of the uninterrupted run, and the EMA had moved.
+    want = final_state(uninterrupted / "checkpoints" / "last.ckpt", tmp_path / "want.pt")
+    have = final_state(checkpoint, tmp_path / "have.pt")
+    for key in want:
+        assert torch.allclose(have[key], want[key], rtol=RTOL, atol=1e-6), key
+    assert any(not torch.equal(at_3[key], have[key]) for key in have if key.startswith("ema.blocks."))
