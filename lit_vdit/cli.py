@@ -57,17 +57,23 @@ class VDiTCLI(LightningCLI):
 
 
 def lightning_cli(args: list[str], run: bool = True) -> VDiTCLI:
-    sys.argv = sys.argv[:1]  # the arguments are ``args``: LightningCLI must not also read sys.argv
-    return VDiTCLI(
-        L.LightningModule,
-        VideoDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
-    )
+    """LightningCLI on ``args`` (a subcommand and its options when ``run``)."""
+    # While it runs, sys.argv says the same as ``args``: Lightning's launcher starts the other
+    # processes of a multi-device run by re-running sys.argv.
+    saved, sys.argv = sys.argv, [sys.argv[0], *args]
+    try:
+        return VDiTCLI(
+            L.LightningModule,
+            VideoDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    finally:
+        sys.argv = saved
 
 
 def load_model_config(path: str) -> dict[str, Any]:

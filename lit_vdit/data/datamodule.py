@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
@@ -78,16 +78,25 @@ class VideoDataModule(L.LightningDataModule):
             sampler = RandomSampler(
                 dataset, replacement=True, num_samples=1000 * batch_size, generator=generator
             )
+        elif shuffle:
+            sampler = self._shuffled(dataset)
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=generator if sampler is None else None,
         )
+
+    def _shuffled(self, dataset: Dataset) -> DistributedSampler:
+        """One shuffled order for any number of processes: epoch e is ``randperm(seed + e)`` dealt
+        round-robin to the processes (the Trainer calls ``set_epoch``), so a single-process run reads
+        the same global batches as a multi-process one, and a resumed run the same as an uninterrupted one."""
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {"num_replicas": 1, "rank": 0}
+        return DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=True, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
