@@ -122,11 +122,42 @@ def slurm_executor(folder: Path, cluster: str | None = None, **parameters: Any):
     return executor
 
 
+def job_shape(run: Run) -> dict[str, int]:
+    """SLURM job shape of a run: its ``trainer.num_nodes`` x ``trainer.devices``, one task per device.
+
+    Each task starts the run's process with SLURM's environment, from which Lightning's
+    SLURMEnvironment takes the rank and world size.
+    """
+    nodes = int(run.overrides.get("trainer.num_nodes", 1))
+    devices = int(run.overrides.get("trainer.devices", 1))
+    return {"nodes": nodes, "tasks_per_node": devices, "gpus_per_node": devices}
+
+
+def sbatch_script(run: Run, grid_dir: Path, **slurm: Any) -> str:
+    """The sbatch file of a run, for review before submitting (submitit writes the same shape)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    shape = job_shape(run)
+    return _make_sbatch_string(
+        command=" ".join(fit_command(run, run_dir(grid_dir, run))),
+        folder=str(grid_dir / "slurm"),
+        job_name=f"lit_vdit-{run.run_id}",
+        nodes=shape["nodes"],
+        ntasks_per_node=shape["tasks_per_node"],
+        gpus_per_node=shape["gpus_per_node"],
+        **slurm,
+    )
+
+
 def run_slurm(runs: list[Run], grid_dir: Path, executor) -> list[Any]:
-    """Submit every unfinished run as one job (its tasks are the run's processes: Lightning reads
-    SLURM's environment for multi-node runs). Returns the submitit jobs."""
-    todo = [run for run in runs if run_state(run_dir(grid_dir, run)) in ("pending", "failed")]
-    return [executor.submit(execute, run, run_dir(grid_dir, run)) for run in todo]
+    """Submit every unfinished run as one job shaped by :func:`job_shape`; returns the submitit jobs."""
+    jobs = []
+    for run in runs:
+        if run_state(run_dir(grid_dir, run)) in ("pending", "failed"):
+            if executor.cluster == "slurm":
+                executor.update_parameters(**job_shape(run))
+            jobs.append(executor.submit(execute, run, run_dir(grid_dir, run)))
+    return jobs
 
 
 def status(grid_dir: Path) -> dict[str, list[str]]:

@@ -127,7 +127,7 @@ def test_broken_run_is_recorded_as_failed_while_others_complete(tmp_path, repo_r
     path = write_spec(tmp_path, repo_root, {"preset": ["T0", "NOPE"]})
     runs = expand(load_spec(path))
     out = tmp_path / "grid"
-    states = run_local(runs, out)
+    states = run_local(runs, out, workers=2)  # two concurrent worker processes
     assert sorted(states.values()) == ["done", "failed"]
     failed = next(run for run in runs if states[run.run_id] == "failed")
     status_file = (out / "runs" / failed.run_id / "status.json").read_text()
@@ -147,20 +147,16 @@ def test_submitit_local_executor_runs_a_grid_run(tmp_path, repo_root):
     assert run_state(run_dir(tmp_path / "grid", runs[0])) == "done"
 
 
-def test_multinode_fsdp_sbatch_script(tmp_path):
-    from submitit.slurm.slurm import _make_sbatch_string
+def test_multinode_fsdp_sbatch_script(tmp_path, repo_root):
+    from experiments.runner import sbatch_script
 
-    script = _make_sbatch_string(
-        command="python -m lit_vdit.cli fit --trainer configs/trainer/fsdp_gpu.yaml --trainer.num_nodes 2",
-        folder=str(tmp_path),
-        job_name="lit_vdit",
-        nodes=2,
-        ntasks_per_node=8,
-        gpus_per_node=8,
-        cpus_per_task=10,
-        time=600,
-        partition="gpu",
+    path = write_spec(
+        tmp_path,
+        repo_root,
+        {"preset": ["T0"], "strategy": ["fsdp_gpu"], "trainer.num_nodes": [2], "devices": [8]},
     )
+    run = expand(load_spec(path))[0]
+    script = sbatch_script(run, tmp_path / "grid", partition="gpu", time=600)
     for line in (
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=8",
@@ -168,4 +164,6 @@ def test_multinode_fsdp_sbatch_script(tmp_path):
         "#SBATCH --partition=gpu",
     ):
         assert line in script
-    assert "srun" in script and "--trainer.num_nodes 2" in script
+    assert "srun" in script
+    assert "fsdp_gpu.yaml" in script and "--trainer.num_nodes 2" in script and "--trainer.devices 8" in script
+    assert f"runs/{run.run_id}" in script
