@@ -19,7 +19,9 @@ from lit_vdit.flops import denoiser_costs, matmul_flops_per_second
 from lit_vdit.models.dit import VideoDiT
 
 
-def time_steps(model: torch.nn.Module, batch: int, shape: tuple[int, ...], steps: int, warmup: int = 3) -> float:
+def time_steps(
+    model: torch.nn.Module, batch: int, shape: tuple[int, ...], steps: int, warmup: int = 3
+) -> float:
     objective = RectifiedFlow()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x, y = torch.randn(batch, *shape), torch.randint(0, 16, (batch,))
@@ -39,7 +41,9 @@ def time_steps(model: torch.nn.Module, batch: int, shape: tuple[int, ...], steps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", nargs="+", default=["T4", "T6", "T7", "T8"])
     parser.add_argument("--clip", nargs=4, type=int, default=[3, 8, 32, 32], metavar=("C", "T", "H", "W"))
     parser.add_argument("--patch", nargs=3, type=int, default=[1, 4, 4])
@@ -49,8 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     shape = tuple(args.clip)
     matmul = matmul_flops_per_second(size=2048, seconds=2.0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul fp32: {matmul / 1e9:.1f} GFLOP/s")
-    print(f"{'preset':8s} {'params':>10s} {'GFLOP/sample':>13s} {'compiled':>8s} {'samples/s':>10s} {'GFLOP/s':>8s} {'/matmul':>8s}")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads; matmul fp32: {matmul / 1e9:.1f} GFLOP/s")
+    header = ("preset", "params", "GFLOP/sample", "compiled", "samples/s", "GFLOP/s", "/matmul")
+    print("".join(f"{h:>13s}" for h in header))
     modes = [False, True] if args.compile else [False]
     for preset in args.presets:
 
@@ -63,10 +69,16 @@ def main() -> None:
             model = torch.compile(model) if compiled else model
             seconds = time_steps(model, args.batch, shape, args.steps)
             achieved = costs["flops_train_step"] * args.batch / seconds
-            print(
-                f"{preset:8s} {costs['params_total']:10,d} {costs['flops_train_step'] / 1e9:13.3f} {str(compiled):>8s} "
-                f"{args.batch / seconds:10.1f} {achieved / 1e9:8.1f} {achieved / matmul:8.1%}"
+            cells = (
+                preset,
+                f"{costs['params_total']:,d}",
+                f"{costs['flops_train_step'] / 1e9:.3f}",
+                str(compiled),
+                f"{args.batch / seconds:.1f}",
+                f"{achieved / 1e9:.1f}",
+                f"{achieved / matmul:.1%}",
             )
+            print("".join(f"{c:>13s}" for c in cells))
 
 
 if __name__ == "__main__":
