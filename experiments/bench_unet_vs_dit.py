@@ -1,0 +1,653 @@
+"""``lit-vdit bench unet-vs-dit``: the video U-Net against the DiT at matched parameters and equal compute.
+
+    lit-vdit bench unet-vs-dit [--spec experiments/unet_vs_dit.yaml] [--out runs/unet_vs_dit] [--workers 2]
+
+Three stages (``--stages``), each writing under OUT; rerunning resumes the grid:
+
+1. ``throughput``: for each matched pair (DiT rung T_k, U-Net rung U_k) among the spec's presets, the
+   measured training FLOPs per sample and, on this machine, the time, samples/s and peak memory of an
+   AdamW training step at the grid's clip shape, batch size and precision. Each model is timed in a
+   fresh process, so its peak memory is its own: peak RSS growth on a CPU, ``max_memory_allocated`` on
+   a GPU. Writes throughput.csv and throughput.md.
+2. ``train``: the spec's grid (every run spends the same training FLOPs and is evaluated at
+   log-spaced steps), run with ``experiments.runner.run_local`` and collected into grid/runs.csv.
+3. ``report``: per family, the lower envelope of validation loss over all runs' loss-vs-compute
+   curves, fitted with ``L(C) = E + A C^-alpha`` (analysis.laws, analysis.fitting) with bootstrap
+   intervals from resampling runs, and the compute at which the two fitted curves cross. Writes
+   report.html (plots embedded), report.md with figures/, and results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.bootstrap import Interval, interval, resample_runs
+from analysis.fitting import Fit, fit, solve
+from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from analysis.laws import Law, saturating_power_law
+from experiments.grid import Run, expand, load_spec, resolve_key
+from lit_vdit.diffusion import denoiser_fn
+from lit_vdit.models.dit import LADDER_SIZES
+from lit_vdit.models.unet import UNET_SIZES
+
+SPEC = Path(__file__).with_name("unet_vs_dit.yaml")
+PAIRS = dict(zip(LADDER_SIZES, UNET_SIZES, strict=True))  # DiT rung -> U-Net rung of the same size
+FAMILIES = {"VideoDiT": "DiT", "VideoUNet": "U-Net"}  # denoiser class -> label (one prefix per family)
+STAGES = ("throughput", "train", "report")
+WARMUP_STEPS = 2
+REFIT_BATCH = 16  # bootstrap replicates refitted together
+
+
+# ---- throughput ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSetup:
+    """A run's denoiser and training step without Lightning: what a measuring process needs."""
+
+    class_path: str
+    init_args: dict[str, Any]
+    objective: Any
+    latent_shape: tuple[int, int, int, int]
+    num_classes: int
+    batch_size: int
+    precision: str
+
+
+def step_setup(run: Run) -> tuple[StepSetup, dict[str, Any]]:
+    """Instantiate ``run``'s config without training: its training step and its per-sample costs."""
+    from lit_vdit.cli import lightning_cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [*run.cli_args(), "--trainer.default_root_dir", tmp, "--trainer.logger", "false"]
+        cli = lightning_cli(args, run=False)
+        module, data = cli.model, cli.datamodule
+        costs = module.describe(data.clip_shape, data.num_classes)
+        denoiser = cli.config.model.init_args.denoiser
+        setup = StepSetup(
+            denoiser.class_path,
+            denoiser.init_args.as_dict(),
+            module.objective,
+            tuple(costs["latent_shape"]),
+            data.num_classes,
+            data.batch_size,
+            str(cli.trainer.precision),
+        )
+    return setup, costs
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: torch.device, reset: bool = False) -> int:
+    """Peak bytes since the last reset: CUDA allocations, or on a CPU the process's peak RSS (Linux:
+    resetting writes /proc/self/clear_refs, which sets the peak to the current RSS, where permitted)."""
+    if device.type == "cuda":
+        _synchronize(device)
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.max_memory_allocated(device)
+    if reset:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def measure_step(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
+    """Seconds per AdamW training step (median) and peak memory above the footprint before the model."""
+    module_name, _, class_name = setup.class_path.rpartition(".")
+    denoiser_cls = getattr(importlib.import_module(module_name), class_name)
+    dev = torch.device(device)
+    baseline = _peak_memory(dev, reset=True)
+    torch.manual_seed(0)
+    model = denoiser_cls(setup.latent_shape, setup.num_classes, **setup.init_args).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = setup.batch_size
+    x0 = torch.randn(batch, *setup.latent_shape, device=dev)
+    y = torch.randint(0, setup.num_classes, (batch,), device=dev) if setup.num_classes else None
+
+    def step() -> None:
+        t = setup.objective.sample_timesteps(batch, dev)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=setup.precision == "bf16-mixed"):
+            loss = setup.objective.loss(denoiser_fn(model, y), x0, torch.randn_like(x0), t).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(steps):
+        _synchronize(dev)
+        start = time.perf_counter()
+        step()
+        _synchronize(dev)
+        times.append(time.perf_counter() - start)
+    peak = _peak_memory(dev)
+    seconds = float(np.median(times))  # robust to other processes' bursts on a shared machine
+    return {
+        "step_time_s": seconds,
+        "samples_per_s": batch / seconds,
+        "peak_memory_mb": (peak - baseline) / 2**20,
+    }
+
+
+_CHILD = (
+    "import pickle, sys\n"
+    "from experiments.bench_unet_vs_dit import StepSetup, measure_step\n"
+    "setup, steps, device = pickle.load(sys.stdin.buffer)\n"
+    "pickle.dump(measure_step(StepSetup(**setup), steps, device), sys.stdout.buffer)\n"
+)
+
+
+def measure(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
+    """:func:`measure_step` in a fresh Python process, so that the peak memory is this model's alone."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=pickle.dumps((vars(setup), steps, device)), capture_output=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"timing {setup.class_path} failed:\n{done.stderr.decode()[-3000:]}")
+    return pickle.loads(done.stdout)
+
+
+def matched_pairs(spec: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Run]]:
+    """The (DiT, U-Net) preset pairs of the spec, and one run of each preset."""
+    runs = {run.overrides.get(resolve_key("preset")): run for run in expand(spec)}
+    pairs = [(dit, unet) for dit, unet in PAIRS.items() if dit in runs and unet in runs]
+    if not pairs:
+        raise SystemExit(
+            f"the grid has no matched pair: its presets {sorted(map(str, runs))} must include a DiT rung "
+            f"and its U-Net match, e.g. T3 and U3 (pairs: {PAIRS})"
+        )
+    return pairs, runs
+
+
+def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
+    """One row per matched pair: both models' measured FLOPs, step time, samples/s and peak memory."""
+    pairs, runs = matched_pairs(spec)
+    rows = []
+    for dit, unet in pairs:
+        row: dict[str, Any] = {"pair": f"{dit}/{unet}"}
+        for prefix, preset in (("dit", dit), ("unet", unet)):
+            setup, costs = step_setup(runs[preset])
+            timing = measure(setup, steps, device)
+            step_flops = costs["flops_train_step"] * setup.batch_size
+            row |= {
+                f"{prefix}_preset": preset,
+                f"{prefix}_params": costs["params_non_embedding"],
+                f"{prefix}_train_flops_per_sample": costs["flops_train_step"],
+                **{f"{prefix}_{key}": value for key, value in timing.items()},
+                f"{prefix}_gflop_per_s": step_flops / timing["step_time_s"] / 1e9,
+            }
+        row["flops_ratio"] = row["unet_train_flops_per_sample"] / row["dit_train_flops_per_sample"]
+        row["speed_ratio"] = row["unet_samples_per_s"] / row["dit_samples_per_s"]
+        row |= {
+            "clip_shape": "x".join(map(str, setup.latent_shape)),
+            "batch_size": setup.batch_size,
+            "precision": setup.precision,
+            "device": device,
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---- loss vs compute: envelope, fits, crossover --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    """A family's loss-vs-compute envelope, its fitted law and the law's bootstrap replicates."""
+
+    name: str
+    curves: pd.DataFrame  # the evaluation points used: run_id, preset, C, y
+    compute: np.ndarray  # envelope compute values
+    loss: np.ndarray  # lowest loss over runs there
+    fit: Fit
+    replicates: np.ndarray  # (n_boot, parameters), NaN rows: failed refits
+    intervals: dict[str, Interval]
+
+    @property
+    def n_failed(self) -> int:
+        return int((~np.isfinite(self.replicates).all(axis=1)).sum())
+
+    @property
+    def warnings(self) -> list[str]:
+        out = [f"{self.name}: {w}" for w in self.fit.warnings]
+        if self.n_failed > 0.05 * len(self.replicates):
+            out.append(
+                f"{self.name}: {self.n_failed} of {len(self.replicates)} bootstrap refits failed (too few "
+                "envelope points or no convergence), so its intervals may be too narrow. Fix: add runs."
+            )
+        return out
+
+
+def run_curves(curves: pd.DataFrame, log_c: np.ndarray) -> np.ndarray:
+    """Each run's loss interpolated (log-log) at ``log_c``: (runs, len(log_c)), inf outside its range."""
+    out = np.full((curves["run_id"].nunique(), len(log_c)), np.inf)
+    for i, (_, run) in enumerate(curves.sort_values("C").groupby("run_id", sort=True)):
+        lc = np.log(run["C"].to_numpy())
+        inside = (log_c >= lc[0]) & (log_c <= lc[-1])
+        out[i, inside] = np.exp(np.interp(log_c[inside], lc, np.log(run["y"].to_numpy())))
+    return out
+
+
+def refit(law: Law, best: Fit, compute: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
+    """Refit ``law`` to each row of ``envelopes`` (K, G; inf: no run there) from ``best.restarts``.
+
+    The rows are refitted in batches by single calls of ``analysis.fitting.solve``: their envelopes
+    side by side form one long table in which each problem weights only its own row's points.
+    Rows with too few points or no converged start give NaN.
+    """
+    starts, n_par, width = best.restarts, len(law.params), len(compute)
+    out = np.full((len(envelopes), n_par), np.nan)
+    for lo in range(0, len(envelopes), REFIT_BATCH):
+        rows = envelopes[lo : lo + REFIT_BATCH]
+        k, ok = len(rows), np.isfinite(rows)
+        own = np.kron(np.eye(k), np.ones(width)) * ok.ravel()  # (k, k * width)
+        res = solve(
+            law,
+            {"C": np.tile(compute, k)},
+            np.where(ok, rows, 1.0).ravel(),
+            np.tile(starts, (k, 1)),
+            np.repeat(own, len(starts), axis=0),
+            best.delta,
+        )
+        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(k, len(starts))
+        pick = fun.argmin(axis=1) + len(starts) * np.arange(k)
+        good = res.converged[pick] & np.isfinite(res.fun[pick]) & (ok.sum(axis=1) > n_par)
+        out[lo : lo + k][good] = res.x[pick][good]
+    return out
+
+
+def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level: float) -> FamilyFit:
+    """Fit ``L(C) = E + A C^-alpha`` to the lower envelope of the family's curves (the lowest loss over
+    runs at every evaluated compute); bootstrap over runs, rebuilding each resample's envelope."""
+    law = saturating_power_law("C")
+    log_c = np.log(np.unique(curves["C"]))
+    grid = run_curves(curves, log_c)
+    compute, loss = np.exp(log_c), grid.min(axis=0)
+    best = fit(law, {"C": compute}, loss)
+    counts = resample_runs(np.arange(len(grid)), n_boot, seed)
+    envelopes = np.stack([grid[drawn > 0].min(axis=0) for drawn in counts])
+    replicates = refit(law, best, compute, envelopes)
+    samples = law.reported(replicates)
+    intervals = {k: interval(samples[k], v, level) for k, v in best.estimates.items()}
+    return FamilyFit(name, curves, compute, loss, best, replicates, intervals)
+
+
+def last_crossing(law: Law, theta_a: np.ndarray, theta_b: np.ndarray, log_c: np.ndarray) -> np.ndarray:
+    """The compute at which the curves of ``theta_a`` and ``theta_b`` (..., P) last cross (NaN: never)."""
+    c = {"C": np.exp(log_c)}
+    diff = np.atleast_2d(law.log_predict(theta_a, c) - law.log_predict(theta_b, c))
+    change = np.sign(diff[:, 1:]) != np.sign(diff[:, :-1])
+    last = change.shape[1] - 1 - np.argmax(change[:, ::-1], axis=1)
+    rows = np.arange(len(diff))
+    d0, d1 = diff[rows, last], diff[rows, last + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        root = log_c[last] + (log_c[last + 1] - log_c[last]) * d0 / (d0 - d1)
+    return np.where(change.any(axis=1), np.exp(root), np.nan)
+
+
+def crossover(a: FamilyFit, b: FamilyFit, extrapolate: float, level: float) -> dict[str, Any]:
+    """Where the fitted curves of families ``a`` and ``b`` last cross, from the trained compute range to
+    ``extrapolate`` decades beyond it, with a bootstrap interval over pairs of replicates."""
+    law = a.fit.law
+    low = min(a.compute.min(), b.compute.min())
+    top = max(a.compute.max(), b.compute.max())
+    log_c = np.linspace(np.log(low), np.log(top) + extrapolate * np.log(10), 512)
+    estimate = float(last_crossing(law, a.fit.theta, b.fit.theta, log_c)[0])
+    ok = np.isfinite(a.replicates).all(axis=1) & np.isfinite(b.replicates).all(axis=1)
+    boot = last_crossing(law, a.replicates[ok], b.replicates[ok], log_c) if ok.any() else np.array([])
+    found = np.isfinite(boot)
+    end = {"C": np.exp(log_c[-1:])}
+    a_leads = law.predict(a.fit.theta, end)[0] < law.predict(b.fit.theta, end)[0]
+    leader, other = (a.name, b.name) if a_leads else (b.name, a.name)
+    iv = interval(boot[found], estimate, level)
+    return {
+        "estimate": estimate,
+        "low": iv.low if np.isfinite(estimate) else float("nan"),
+        "high": iv.high if np.isfinite(estimate) else float("nan"),
+        "level": level,
+        "replicates_with_crossing": float(found.mean()) if found.size else float("nan"),
+        "n_replicates": int(found.size),
+        "leader_at_top": leader,
+        "other": other,
+        "search_range": [float(low), float(np.exp(log_c[-1]))],
+        "largest_trained": float(top),
+    }
+
+
+def crossing_sentence(cross: dict[str, Any]) -> str:
+    """The crossover in words, e.g. "DiT overtakes U-Net at C = 3.2e+11 FLOPs (95% interval ...)"."""
+    from analysis.report import num
+
+    share, pairs = cross["replicates_with_crossing"], cross["n_replicates"]
+    found = f"a crossing in {share:.0%} of {pairs} bootstrap replicate pairs" if pairs else "no bootstrap"
+    lo, hi = cross["search_range"]
+    if not np.isfinite(cross["estimate"]):
+        return (
+            f"No crossing between C = {num(lo)} and {num(hi)} FLOPs: {cross['leader_at_top']} has the lower "
+            f"fitted loss over the whole range ({found})."
+        )
+    where = "inside the trained range" if cross["estimate"] <= cross["largest_trained"] else "extrapolated"
+    return (
+        f"{cross['leader_at_top']} overtakes {cross['other']} at C = {num(cross['estimate'])} FLOPs "
+        f"({100 * cross['level']:g}% interval [{num(cross['low'])}, {num(cross['high'])}]; {found}; {where})."
+    )
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+
+def family_curves(table: pd.DataFrame, metric: str, min_step: int) -> dict[str, pd.DataFrame]:
+    """Per family label: the evaluation points (run_id, preset, step, C, y) from ``min_step`` on."""
+    points = table[(table["step"] >= min_step) & table[metric].notna()]
+    points = points.assign(C=points["flops_measured"], y=points[metric])
+    return {
+        FAMILIES.get(name, name): frame[["run_id", "preset", "step", "C", "y"]]
+        for name, frame in points.groupby("denoiser")
+    }
+
+
+def loss_vs_compute_plot(fits: list[FamilyFit], cross: dict[str, Any], level: float):
+    """Runs' curves, envelopes, fits with bootstrap bands and the crossover, on log-log axes."""
+    from matplotlib.figure import Figure  # matplotlib only when a report is drawn
+
+    from analysis.plots import Plot, text
+
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    ax.set(
+        xscale="log", yscale="log", xlabel="training compute C (FLOPs, measured)", ylabel="validation loss"
+    )
+    top = cross["search_range"][1]
+    for colour, f in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), fits, strict=False):
+        for _, run in f.curves.groupby("run_id"):
+            ax.plot(run["C"], run["y"], color=colour, alpha=0.3, lw=0.8)
+        ax.scatter(f.compute, f.loss, color=colour, s=10, label=text(f"{f.name} envelope"))
+        c = np.geomspace(f.compute.min(), top, 200)
+        law = f.fit.law
+        ax.plot(c, f.fit.predict({"C": c}), color=colour, lw=2, label=text(f"{f.name} fit"))
+        ok = np.isfinite(f.replicates).all(axis=1)
+        if ok.sum() > 1:
+            band = np.percentile(
+                law.predict(f.replicates[ok], {"C": c}), [50 * (1 - level), 50 * (1 + level)], 0
+            )
+            ax.fill_between(c, band[0], band[1], color=colour, alpha=0.15)
+    if np.isfinite(cross["estimate"]):
+        ax.axvline(cross["estimate"], color="k", ls="--", lw=1, label="crossover")
+        if np.isfinite(cross["low"]):
+            ax.axvspan(cross["low"], cross["high"], color="k", alpha=0.08)
+    ax.axvline(max(f.compute.max() for f in fits), color="grey", ls=":", lw=1)
+    ax.legend(fontsize=8)
+    caption = (
+        f"Validation loss against training compute: thin lines are runs, dots the lowest loss over runs, "
+        f"thick lines the fitted E + A C^-alpha with {100 * level:g}% bootstrap bands; the dotted line marks "
+        "the largest trained compute (beyond it the fits are extrapolated)."
+    )
+    return Plot("loss_vs_compute", caption, fig)
+
+
+def write_report(
+    out: Path, table: pd.DataFrame, through: pd.DataFrame | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Fit both families, find the crossover, write report.html, report.md, figures/ and results.json."""
+    # analysis.report draws with matplotlib: imported here only, not in the timing processes.
+    from analysis.report import Bullets, Section, Table, num, render_html, render_markdown
+
+    metric = args.metric or (
+        "val_loss_ema" if "val_loss_ema" in table and table["val_loss_ema"].notna().any() else "val_loss_raw"
+    )
+    curves = family_curves(table, metric, args.min_step)
+    if len(curves) < 2:
+        raise SystemExit(
+            f"the runs table has {len(curves)} denoiser families with data; need a DiT and a U-Net"
+        )
+    fits = [
+        fit_family(name, frame, n_boot=args.bootstrap, seed=args.seed, level=args.level)
+        for name, frame in sorted(curves.items())
+    ]
+    cross = crossover(fits[0], fits[1], args.extrapolate, args.level)
+    plot = loss_vs_compute_plot(fits, cross, args.level)
+    level = f"{100 * args.level:g}%"
+
+    def est(iv: Interval) -> str:
+        return f"{num(iv.estimate)} [{num(iv.low)}, {num(iv.high)}]"
+
+    summary = [
+        f"{f.name}: alpha = {est(f.intervals['alpha'])}, E = {est(f.intervals['E'])} ({level} intervals)"
+        for f in fits
+    ] + [crossing_sentence(cross)]
+    if through is not None:
+        flops, speed = through["flops_ratio"], through["speed_ratio"]
+        summary.append(
+            f"At matched parameters the U-Net costs {flops.min():.1f}-{flops.max():.1f}x the DiT's training "
+            f"FLOPs per sample and trains at {speed.min():.2f}-{speed.max():.2f}x its samples/s "
+            f"({through['device'].iloc[0]})."
+        )
+    sections = [Section("Summary", [Bullets(summary)])]
+    if through is not None:
+        sections.append(throughput_section(through))
+    fit_rows = [
+        [
+            f.name,
+            str(f.curves["run_id"].nunique()),
+            str(len(f.compute)),
+            *(est(f.intervals[k]) for k in ("E", "A", "alpha")),
+            num(f.fit.rmse_log),
+            f"{len(f.replicates) - f.n_failed}/{len(f.replicates)}",
+        ]
+        for f in fits
+    ]
+    warnings = [w for f in fits for w in f.warnings]
+    sections.append(
+        Section(
+            "Loss against training compute",
+            [
+                f"Metric: {metric} at every evaluation from step {args.min_step} on. Per family, the lowest "
+                "loss over runs at every evaluated compute (each run's curve interpolated in log-log space "
+                "between its evaluations: the compute-efficient envelope) is fitted with "
+                "L(C) = E + A C^-alpha (Huber loss on log residuals, multi-start L-BFGS). Intervals: "
+                f"{level} percentile bootstrap over runs ({args.bootstrap} resamples: envelope rebuilt and "
+                "law refitted).",
+                Table(
+                    ["family", "runs", "envelope points", "E", "A", "alpha", "RMSE (log)", "bootstrap fits"],
+                    fit_rows,
+                ),
+                plot,
+                *([Bullets(warnings, warning=True)] if warnings else []),
+            ],
+        )
+    )
+    sections.append(
+        Section(
+            "Crossover",
+            [
+                crossing_sentence(cross),
+                "The crossover is the largest compute at which the two fitted curves are equal, searched "
+                f"from the smallest trained compute to {args.extrapolate:g} decade(s) beyond the largest; "
+                "its interval comes from pairs of bootstrap replicates (one per family) that cross.",
+            ],
+        )
+    )
+    final = table.sort_values("step").groupby("run_id").tail(1)
+    hardware = ", ".join(map(str, final["hardware"].unique())) if "hardware" in final else "unknown hardware"
+    sections.append(
+        Section(
+            "Runs",
+            [
+                f"{len(final)} runs on {hardware}; each row is the run's last evaluation.",
+                Table(
+                    ["family", "preset", "N", "steps", "C (FLOPs)", metric, "finished"],
+                    [
+                        [
+                            FAMILIES.get(r.denoiser, r.denoiser),
+                            str(r.preset),
+                            f"{int(r.params_non_embedding):,d}",
+                            str(int(r.step)),
+                            num(r.flops_measured),
+                            num(getattr(r, metric)),
+                            str(r.finished),
+                        ]
+                        for r in final.sort_values(["denoiser", "params_non_embedding"]).itertuples()
+                    ],
+                ),
+            ],
+        )
+    )
+    title = args.title
+    for fmt, data in (("png", plot.png), ("svg", plot.svg)):
+        atomic_write_bytes(out / "figures" / f"{plot.name}.{fmt}", data)
+    atomic_write_text(out / "report.html", render_html(title, sections))
+    atomic_write_text(out / "report.md", render_markdown(title, sections))
+    results = {
+        "metric": metric,
+        "families": {
+            f.name: {
+                "law": f.fit.law.formula,
+                "estimates": {k: iv.as_dict() for k, iv in f.intervals.items()},
+                "rmse_log": f.fit.rmse_log,
+                "runs": int(f.curves["run_id"].nunique()),
+                "envelope_points": len(f.compute),
+                "bootstrap_failed": f.n_failed,
+                "warnings": f.warnings,
+            }
+            for f in fits
+        },
+        "crossover": cross,
+        "summary": summary,
+        "throughput": through.to_dict(orient="records") if through is not None else None,
+    }
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+THROUGHPUT_NOTE = (
+    "FLOPs are measured per sample for one training step (forward and backward, torch.utils.flop_counter). "
+    "Step time and samples/s: the median of timed AdamW steps after warm-up. Peak memory: on a GPU "
+    "torch.cuda.max_memory_allocated (parameters, gradients, optimizer state, activations); on a CPU the "
+    "growth of the measuring process's peak RSS from before the model was built, which also counts the "
+    "one-time initialisation of PyTorch's CPU kernels (about 170 MB on the development machine)."
+)
+
+
+def throughput_section(through: pd.DataFrame):
+    """The throughput rows as a report section: one row per matched pair, DiT | U-Net side by side."""
+    from analysis.report import Section, Table, num
+
+    def both(r: dict[str, Any], key: str, scale: float = 1.0) -> str:
+        return f"{num(r[f'dit_{key}'] / scale)} | {num(r[f'unet_{key}'] / scale)}"
+
+    rows = [
+        [
+            r["pair"],
+            f"{int(r['dit_params']):,d} | {int(r['unet_params']):,d}",
+            both(r, "train_flops_per_sample", 1e9),
+            f"{r['flops_ratio']:.2f}",
+            both(r, "step_time_s"),
+            both(r, "samples_per_s"),
+            both(r, "gflop_per_s"),
+            both(r, "peak_memory_mb"),
+        ]
+        for r in through.to_dict(orient="records")
+    ]
+    headers = ["pair", "N DiT | U-Net", "GFLOP/sample DiT | U-Net", "FLOPs U-Net/DiT", "step s DiT | U-Net"]
+    headers += ["samples/s DiT | U-Net", "GFLOP/s DiT | U-Net", "peak MB DiT | U-Net"]
+    first = through.iloc[0]
+    title = (
+        f"Throughput ({first['device']}, clips {first['clip_shape']}, batch {first['batch_size']}, "
+        f"{first['precision']})"
+    )
+    return Section(title, [Table(headers, rows), THROUGHPUT_NOTE])
+
+
+def write_throughput(out: Path, through: pd.DataFrame) -> None:
+    from analysis.report import render_markdown
+
+    atomic_write_text(out / "throughput.csv", through.to_csv(index=False))
+    atomic_write_text(
+        out / "throughput.md", render_markdown("U-Net vs DiT: throughput", [throughput_section(through)])
+    )
+
+
+# ---- command line -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lit-vdit bench unet-vs-dit",
+        description="Video U-Net vs DiT: throughput of matched pairs, equal-compute training, fitted laws.",
+    )
+    parser.add_argument("--spec", default=str(SPEC), help="grid YAML (default: %(default)s)")
+    parser.add_argument("--out", default="runs/unet_vs_dit", help="output folder (default: %(default)s)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run")
+    parser.add_argument("--workers", type=int, default=1, help="concurrent training runs (default: 1)")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per model (default: 5)")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device of the timing"
+    )
+    parser.add_argument("--metric", help="loss column (default: val_loss_ema when logged, else val_loss_raw)")
+    parser.add_argument(
+        "--min-step",
+        type=int,
+        default=20,
+        help="fit evaluations from this step on, past the warm-up transient (default: %(default)s)",
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of runs")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument(
+        "--extrapolate",
+        type=float,
+        default=1.0,
+        help="decades beyond the largest compute searched for a crossover",
+    )
+    parser.add_argument("--title", default="Video U-Net vs DiT at equal compute")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lit-vdit bench unet-vs-dit``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    spec = load_spec(args.spec)
+    status = 0
+    if "throughput" in args.stages:
+        through = throughput(spec, args.steps, args.device)
+        write_throughput(out, through)
+        print(through.to_string(index=False))
+    if "train" in args.stages:
+        from experiments.cli import main as grid_main
+
+        status = grid_main(["run", args.spec, "--out", str(out / "grid"), "--workers", str(args.workers)])
+    if "report" in args.stages:
+        runs_csv = out / "grid" / "runs.csv"
+        if not runs_csv.is_file():
+            raise SystemExit(f"{runs_csv} not found: run the train stage first (--stages train report)")
+        through_csv = out / "throughput.csv"
+        through = pd.read_csv(through_csv) if through_csv.is_file() else None
+        results = write_report(out, pd.read_csv(runs_csv), through, args)
+        print("\n".join(results["summary"]))
+        print(f"wrote {out / 'report.html'}, {out / 'report.md'} and {out / 'results.json'}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
