@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.cli import main as analyze_main
 
         return analyze_main(args[1:])
+    if command == "bench" and args[1:2] == ["unet-vs-dit"]:
+        from experiments.bench_unet_vs_dit import main as bench_main
+
+        return bench_main(args[2:])
     if command == "eval":
         from lit_vdit.evaluation import main as eval_main
 
