@@ -82,9 +82,11 @@ class VAEModule(L.LightningModule):
     Manual optimisation: the VAE and discriminator optimisers step in turn, so with the GAN on,
     Lightning's global_step and ``max_steps`` count two optimizer steps per batch. Gradient clipping
     is ``grad_clip`` here (Trainer's gradient_clip_val is unavailable with manual optimisation).
-    After every validation (sanity check excepted) the latent scale factor is recomputed from
-    ``scale_batches`` validation batches, so the checkpoints written after validation carry the scale
-    of their weights; ``on_save_checkpoint`` adds the VAE hyper-parameters (``vae_config``).
+    Latent scale: the first ``scale_batches`` training batches of the run are kept (on the CPU), and
+    whenever a checkpoint is saved (and when training ends) ``scale_factor`` is recomputed as 1 / std
+    of their latents under the current weights, so every checkpoint carries the scale of its own
+    weights whatever the Trainer's validation and checkpoint schedule. ``on_save_checkpoint`` also
+    stores the VAE hyper-parameters (``vae_config``) that ``load_frozen_vae`` rebuilds the VAE from.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class VAEModule(L.LightningModule):
         )
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.scale_clips: list[torch.Tensor] = []  # training batches the latent scale is measured on
 
     def configure_optimizers(self) -> Any:
         make = lambda params: torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
@@ -134,6 +137,8 @@ class VAEModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = video_from_batch(batch)
+        if len(self.scale_clips) < self.hparams.scale_batches:
+            self.scale_clips.append(x.detach().cpu())
         optimizers = self.optimizers()
         opt_vae, opt_disc = (optimizers, None) if self.disc is None else optimizers
         batches_seen = self.global_step // (1 if self.disc is None else 2)
@@ -177,12 +182,14 @@ class VAEModule(L.LightningModule):
         images = pairs.permute(0, 1, 3, 2, 4).flatten(3)  # (n, C, 2H, T*W)
         tb.experiment.add_images("val/reconstructions", (images.clamp(-1, 1) + 1) / 2, self.global_step)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or self.hparams.scale_batches <= 0:
-            return
-        loaders = self.trainer.val_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        self.log("val/scale_factor", compute_scale_factor(self.vae, loader, self.hparams.scale_batches))
+    def _update_scale_factor(self) -> None:
+        if self.scale_clips:
+            compute_scale_factor(self.vae, self.scale_clips, len(self.scale_clips))
+
+    def on_train_end(self) -> None:
+        self._update_scale_factor()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._update_scale_factor()
+        checkpoint["state_dict"]["vae.scale_factor"] = self.vae.scale_factor.detach().clone()
         checkpoint["vae_config"] = self.vae.config
