@@ -217,9 +217,7 @@ class VideoDiT(nn.Module):
     @property
     def null_class(self) -> int | None:
         """Label that means "no class" for classifier-free guidance (None when not trained with one)."""
-        if self.y_embedder is None or self.y_embedder.dropout_prob == 0:
-            return None
-        return self.y_embedder.null_class
+        return self.y_embedder.null_class if self.y_embedder is not None else None
 
     def initialize_weights(self) -> None:
         def _basic_init(module: nn.Module) -> None:

@@ -53,13 +53,14 @@ class LabelEmbedder(nn.Module):
         self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
 
     @property
-    def null_class(self) -> int:
-        return self.num_classes
+    def null_class(self) -> int | None:
+        """Label meaning "no class" for classifier-free guidance; None when trained without label dropout."""
+        return self.num_classes if self.dropout_prob > 0 else None
 
     def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
         if train and self.dropout_prob > 0:
             drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding_table(labels)
 
 

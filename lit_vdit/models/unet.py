@@ -239,9 +239,7 @@ class VideoUNet(nn.Module):
     @property
     def null_class(self) -> int | None:
         """Label that means "no class" for classifier-free guidance (None when not trained with one)."""
-        if self.y_embedder is None or self.y_embedder.dropout_prob == 0:
-            return None
-        return self.y_embedder.null_class
+        return self.y_embedder.null_class if self.y_embedder is not None else None
 
     def fsdp_units(self) -> list[nn.Module]:
         """The stages, sharded one at a time by :func:`lit_vdit.parallel.apply_fsdp2`."""
