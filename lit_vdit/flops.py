@@ -85,15 +85,26 @@ def denoiser_costs(
 
 
 def matmul_flops_per_second(
-    size: int = 1024, seconds: float = 0.5, dtype: torch.dtype = torch.float32
+    size: int = 1024,
+    seconds: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> float:
-    """This process's dense matmul throughput: the yardstick for MFU-style ratios on a CPU."""
+    """This process's dense matmul throughput on ``device``: the yardstick for MFU-style ratios."""
     import time
 
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    reps = 10 if cuda else 1  # a GPU matmul is launched asynchronously: time batches of them
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
     a @ b  # warm-up
+    sync()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
+        for _ in range(reps):
+            a @ b
+        sync()
+        count += reps
     return 2 * size**3 * count / (time.perf_counter() - start)
