@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEMO_ARGS ?=
 
 .PHONY: venv test demo lint clean
 
@@ -28,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/lit-vdit demo --out demo_out
+	$(VENV)/bin/lit-vdit demo --out demo_out $(DEMO_ARGS)
 
 clean:
 	rm -rf demo_out runs .pytest_cache

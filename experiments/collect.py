@@ -47,8 +47,10 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
             "params_non_embedding",
             "flops_forward",
             "flops_train_step",
+            "vae_params",
+            "vae_encode_flops",
         ):
-            rows[key] = info["costs"][key]
+            rows[key] = info["costs"].get(key, 0)
         for key in RUN_FIELDS:
             rows[key] = info.get(key, "")
         for key, value in run["axes"].items():

@@ -1,4 +1,5 @@
-"""Callbacks: the per-run scaling record (metrics.csv, result.json) and the video writer for predict."""
+"""Callbacks: the per-run scaling record (metrics.csv, result.json), the checkpoint of the final
+weights and the video writer for predict."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from lit_vdit.io import atomic_write_json, atomic_write_text
@@ -161,6 +163,18 @@ class ScalingRecorder(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
         self.train_time = float(state_dict.get("train_time", 0.0))
+
+
+class ModelCheckpoint(callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint that also saves ``last`` when training ends between two periodic
+    saves (``max_steps`` not a multiple of ``every_n_train_steps``), so ``last.ckpt`` always holds the
+    final weights that predict, eval and a finished grid run use. Lightning's own ``on_train_end``
+    saves ``last`` only if no checkpoint was saved at all; its skip rule (sanity check, not fitting,
+    already saved at this step) is reused through its private helpers."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class VideoWriter(BasePredictionWriter):

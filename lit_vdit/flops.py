@@ -7,6 +7,7 @@ registered below every attention product on a CPU run would be silently missing 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,23 @@ def denoiser_costs(
         "flops_train_step": flops_train,
         "tokens_per_sample": int(getattr(model, "num_tokens", frames * height * width)),
     }
+
+
+def vae_costs(vae: torch.nn.Module, clip_shape: tuple[int, int, int, int]) -> dict[str, int]:
+    """Parameters of a frozen VAE and its per-clip encode / decode FLOPs, counted on a meta copy.
+
+    Kept apart from the denoiser's costs: the VAE is not trained with it, and a latent cache pays
+    the encoding once instead of at every step.
+    """
+    meta = copy.deepcopy(vae).to("meta")
+    x = torch.zeros(1, *clip_shape, device="meta")
+    z = torch.zeros(1, *vae.latent_shape(*clip_shape[1:]), device="meta")
+    with torch.no_grad():
+        return {
+            "vae_params": sum(p.numel() for p in vae.parameters()),
+            "vae_encode_flops": count_flops(lambda: meta.encode_latents(x)),
+            "vae_decode_flops": count_flops(lambda: meta.decode_latents(z)),
+        }
 
 
 def matmul_flops_per_second(

@@ -2,12 +2,18 @@
 
 import json
 import os
+from functools import partial
 
+import lightning as L
 import pandas as pd
 import pytest
+import torch
 
-from lit_vdit.callbacks import log_spaced_steps
+from lit_vdit.callbacks import ModelCheckpoint, log_spaced_steps
 from lit_vdit.cli import main
+from lit_vdit.data import SyntheticDataModule
+from lit_vdit.models.dit import VideoDiT
+from lit_vdit.modules import DiffusionModule
 
 TINY = [
     "--model.init_args.denoiser.init_args.preset",
@@ -73,6 +79,25 @@ def test_fit_writes_metrics_result_logs_checkpoint_and_is_deterministic(repo_roo
     assert (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()
     assert any((tmp_path / "a" / "tensorboard").iterdir())
     assert (tmp_path / "a" / "csv" / "metrics.csv").is_file()
+
+
+def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
+    module = DiffusionModule(partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)), clip_shape=(3, 4, 16, 16),
+                             num_classes=16)  # fmt: skip
+    data = SyntheticDataModule(num_clips=16, val_clips=4, frames=4, height=16, width=16, batch_size=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=3)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        callbacks=[checkpoint],
+        logger=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, data)
+    assert (tmp_path / "epoch=0-step=3.ckpt").is_file()
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 5
 
 
 def test_evaluation_steps_are_log_spaced_and_end_at_max_steps():

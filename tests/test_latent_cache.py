@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import vae_checkpoint
 from test_video_data import CLASSES, write_video
 
 from lit_vdit.cli import main as cli_main
 from lit_vdit.data import LatentDataModule, SyntheticDataModule, VideoFolderDataModule
 from lit_vdit.data.latents import build_cache, main
 from lit_vdit.io import sha256_file
-from lit_vdit.models.vae import CausalVideoVAE, IdentityVAE, load_frozen_vae
+from lit_vdit.models.vae import IdentityVAE, load_frozen_vae
 
 CLIP = ["--data.init_args.frames", "4", "--data.init_args.height", "16", "--data.init_args.width", "16"]
 
@@ -29,19 +30,6 @@ def videos(tmp_path):
         for v in range(4):
             write_video(tmp_path / "videos" / c / f"{c}_{v}.mp4", 10)
     return tmp_path / "videos"
-
-
-def vae_checkpoint(path, seed: int):
-    """A tiny random VAEModule-style checkpoint (vae_config + vae.* state dict)."""
-    torch.manual_seed(seed)
-    vae = CausalVideoVAE(
-        latent_channels=4, spatial_compression=2, temporal_compression=1, base_channels=8, channel_mult=[1, 1]
-    )
-    vae.scale_factor.fill_(0.5)
-    torch.save(
-        {"vae_config": vae.config, "state_dict": {f"vae.{k}": v for k, v in vae.state_dict().items()}}, path
-    )
-    return str(path)
 
 
 def cache_args(root, out, *extra):

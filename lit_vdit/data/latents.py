@@ -17,7 +17,6 @@ requested one; the DiffusionModule refuses one made by a VAE other than its own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,23 +31,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.synthetic import UNBOUNDED_CLIPS
 from lit_vdit.io import atomic_write_json, sha256_file
-from lit_vdit.models.vae import IdentityVAE
+from lit_vdit.models.vae import IdentityVAE, vae_fingerprint
 
 META = "meta.json"
 FORMAT = 1
 SPLITS = ("train", "val")
 LOADER_ARGS = ("batch_size", "val_batch_size", "num_workers", "num_predict")
-
-
-def vae_fingerprint(vae: nn.Module) -> str:
-    """Hash of a VAE's class, compression and weights: equal for the same VAE however it was loaded."""
-    digest = hashlib.sha256(type(vae).__qualname__.encode())
-    for name in ("latent_channels", "temporal_compression", "spatial_compression"):
-        digest.update(f"{name}={getattr(vae, name)}".encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_vae(spec: str) -> tuple[nn.Module, str]:

@@ -14,6 +14,7 @@ purely convolutional (no attention), which is what makes chunked encoding with a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -389,3 +390,14 @@ def load_frozen_vae(
     if vae.scale_factor.item() == 1.0:
         warnings.warn(f"VAE checkpoint {path} has scale_factor 1.0: was it computed from data?", stacklevel=2)
     return vae.eval().requires_grad_(False)
+
+
+def vae_fingerprint(vae: nn.Module) -> str:
+    """Hash of a VAE's class, compression and weights: equal for the same VAE however it was loaded."""
+    digest = hashlib.sha256(type(vae).__qualname__.encode())
+    for name in ("latent_channels", "temporal_compression", "spatial_compression"):
+        digest.update(f"{name}={getattr(vae, name)}".encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -20,8 +20,8 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
-from lit_vdit.flops import denoiser_costs
-from lit_vdit.models.vae import IdentityVAE
+from lit_vdit.flops import denoiser_costs, vae_costs
+from lit_vdit.models.vae import IdentityVAE, load_frozen_vae, vae_fingerprint
 from lit_vdit.parallel import apply_fsdp2
 
 DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
@@ -35,6 +35,9 @@ class DiffusionModule(L.LightningModule):
             ``lit_vdit.models.dit.VideoDiT`` with its other init_args.
         objective: ``GaussianDiffusion`` (epsilon / v, learned sigma) or ``RectifiedFlow``.
         vae: frozen autoencoder; None trains in pixel space (:class:`IdentityVAE`).
+        vae_checkpoint: a trained VAEModule checkpoint to use frozen instead (``vae`` must then be
+            None). Its weights travel in this module's checkpoints, which record the VAE's
+            fingerprint: resuming or loading with another VAE is refused.
         clip_shape, num_classes: video clip (C, T, H, W) and classes; None takes them from the DataModule.
         lr, weight_decay, betas: AdamW settings; ``warmup_steps`` of linear warm-up, then
             ``lr_schedule`` "constant" or "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``).
@@ -52,6 +55,7 @@ class DiffusionModule(L.LightningModule):
         denoiser: DenoiserFactory,
         objective: Objective | None = None,
         vae: nn.Module | None = None,
+        vae_checkpoint: str | None = None,
         clip_shape: tuple[int, int, int, int] | None = None,
         num_classes: int | None = None,
         lr: float = 1e-4,
@@ -73,12 +77,18 @@ class DiffusionModule(L.LightningModule):
         self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler"])
         self.denoiser_factory = denoiser
         self.objective = objective or RectifiedFlow()
+        if vae is not None and vae_checkpoint is not None:
+            raise ValueError("give either vae or vae_checkpoint, not both")
+        if vae_checkpoint is not None:
+            vae = load_frozen_vae(vae_checkpoint)
         self.vae = (vae or IdentityVAE()).eval().requires_grad_(False)
+        self.vae_fingerprint = vae_fingerprint(self.vae)  # of the weights as loaded, before any casting
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: nn.Module | None = None
         self.ema: nn.Module | None = None
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
+        self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
         self._noise_seed = 0
         if clip_shape is not None and num_classes is not None:
             self.build(tuple(clip_shape), num_classes)
@@ -90,8 +100,15 @@ class DiffusionModule(L.LightningModule):
         return self.vae.latent_shape(frames, height, width)
 
     def describe(self, clip_shape: tuple[int, int, int, int], num_classes: int) -> dict[str, Any]:
-        """Parameters and per-sample FLOPs of the denoiser for these clips, measured on the meta device."""
-        _, frames, height, width = clip_shape
+        """Parameters and per-sample FLOPs of the denoiser for these clips, and separately those of
+        the frozen VAE (encode, decode), measured on the meta device."""
+        channels, frames, height, width = clip_shape
+        vae_channels = getattr(self.vae, "in_channels", channels)
+        if vae_channels != channels:
+            raise ValueError(
+                f"the VAE takes {vae_channels}-channel video but the clips have {channels} channels: "
+                f"use a VAE trained on {channels}-channel clips (or IdentityVAE(channels={channels}))"
+            )
         latent_shape = self.vae.latent_shape(frames, height, width)
         costs = denoiser_costs(
             lambda: self.denoiser_factory(latent_shape, num_classes),
@@ -104,6 +121,7 @@ class DiffusionModule(L.LightningModule):
             "latent_shape": list(latent_shape),
             "num_classes": num_classes,
             **costs,
+            **vae_costs(self.vae, clip_shape),
         }
 
     def build(self, clip_shape: tuple[int, int, int, int], num_classes: int) -> None:
@@ -127,21 +145,22 @@ class DiffusionModule(L.LightningModule):
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
 
     def configure_model(self) -> None:
-        if hasattr(self.trainer.datamodule, "check_vae"):
-            self.trainer.datamodule.check_vae(self.vae)  # a latent cache must come from this model's VAE
+        trainer = self._trainer  # None under load_from_checkpoint, which builds from the saved clip_shape
+        datamodule = trainer.datamodule if trainer is not None else None
+        if hasattr(datamodule, "check_vae"):
+            datamodule.check_vae(self.vae)  # a latent cache must come from this model's VAE
         if self.denoiser is None:
-            datamodule = self.trainer.datamodule
             if datamodule is None or not hasattr(datamodule, "clip_shape"):
                 raise ValueError(
                     "DiffusionModule needs clip_shape and num_classes: give them as model arguments or use a "
                     "lit_vdit VideoDataModule, which provides them"
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
-        strategy = self.trainer.strategy
+        strategy = trainer.strategy if trainer is not None else None
         if isinstance(strategy, ModelParallelStrategy) and not isinstance(self.denoiser, FSDPModule):
             # The EMA copy gets the same sharding: its shards sit beside the parameter shards, are
             # updated locally and saved in the distributed checkpoint with them.
-            precision = str(self.trainer.precision)
+            precision = str(trainer.precision)
             apply_fsdp2(self.denoiser, strategy.device_mesh, precision, self.hparams.activation_checkpointing)
             if self.ema is not None:
                 apply_fsdp2(self.ema, strategy.device_mesh, precision)
@@ -153,6 +172,8 @@ class DiffusionModule(L.LightningModule):
         else:
             with torch.no_grad():
                 x0 = self.vae.encode_latents(batch["video"])
+            if self.training:
+                self.samples_encoded += x0.shape[0] * self.trainer.world_size
         y = batch["label"].long() if self.hparams.num_classes else None
         return x0, y
 
@@ -200,13 +221,16 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def accounting(self) -> dict[str, float]:
-        """Cumulative samples, tokens and training FLOPs (measured and 6ND) seen by all processes."""
+        """Cumulative samples, tokens and training FLOPs seen by all processes: the denoiser's
+        (measured and 6ND) and, apart, the frozen VAE's encoding of clips during training (0 when
+        training from a latent cache, whose encoding was paid once by ``cache-latents``)."""
         tokens = self.samples_seen * self.costs["tokens_per_sample"]
         return {
             "samples_seen": float(self.samples_seen),
             "tokens_seen": float(tokens),
             "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
             "flops_6nd": 6.0 * self.costs["params_non_embedding"] * tokens,
+            "flops_vae_encode": float(self.samples_encoded * self.costs["vae_encode_flops"]),
         }
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -308,8 +332,23 @@ class DiffusionModule(L.LightningModule):
 
     # -- checkpoint -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lit_vdit"] = {"samples_seen": self.samples_seen, "costs": self.costs}
+        checkpoint["lit_vdit"] = {
+            "samples_seen": self.samples_seen,
+            "samples_encoded": self.samples_encoded,
+            "costs": self.costs,
+            "vae_fingerprint": self.vae_fingerprint,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lit_vdit", {})
+        saved_vae = state.get("vae_fingerprint", self.vae_fingerprint)
+        if saved_vae != self.vae_fingerprint:
+            trained = state.get("costs", {}).get("latent_shape", "?")
+            raise ValueError(
+                f"this checkpoint was trained in the latent space of another VAE (latents {trained}) "
+                f"than the one configured ({type(self.vae).__name__}, latents "
+                f"{list(self.latent_shape) if self.hparams.clip_shape else '?'}); configure the VAE the run "
+                f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
+            )
         self.samples_seen = int(state.get("samples_seen", 0))
+        self.samples_encoded = int(state.get("samples_encoded", 0))
