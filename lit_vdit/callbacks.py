@@ -53,7 +53,9 @@ class ScalingRecorder(Callback):
 
     Under DDP / FSDP every process runs the evaluation (each on all validation clips, so sharded
     models all-gather in step and every process holds the same row), the train loss is averaged
-    over processes and only global rank 0 writes.
+    over processes and only global rank 0 writes. The train losses summed since the last point are
+    saved in checkpoints too (summed over processes), so the first row after a resume averages the
+    same steps as an uninterrupted run's.
 
     Args:
         eval_points: number of log-spaced evaluation steps (the final step is always evaluated).
@@ -71,6 +73,7 @@ class ScalingRecorder(Callback):
         self.train_time = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._restored_loss = (0.0, 0)  # global (sum, count) of train losses pending in a checkpoint
         self._tic = 0.0
         self._steps: set[int] = set()
 
@@ -83,6 +86,8 @@ class ScalingRecorder(Callback):
                 "ScalingRecorder needs trainer.max_steps (scaling runs are defined by their step budget)"
             )
         self._steps = set(log_spaced_steps(trainer.max_steps, self.eval_points))
+        # The restored global sums join the next point's reduction once, through global rank 0.
+        self._loss_sum, self._loss_count = self._restored_loss if trainer.is_global_zero else (0.0, 0)
         self._tic = time.perf_counter()
 
     def on_train_batch_end(
@@ -112,10 +117,7 @@ class ScalingRecorder(Callback):
             count += len(batch["label"])
         pl_module.train(was_training)
         # Mean train loss over steps and processes (equal per-process batches: the global batch loss).
-        loss_sum, loss_count = trainer.strategy.reduce(
-            torch.tensor([self._loss_sum, self._loss_count], device=pl_module.device),
-            reduce_op="sum",
-        ).tolist()
+        loss_sum, loss_count = self.pending_loss(trainer, pl_module)
         row = {
             **self.run_info,
             "step": trainer.global_step,
@@ -157,12 +159,28 @@ class ScalingRecorder(Callback):
         }
         atomic_write_json(out / "result.json", result)
 
+    def pending_loss(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, int]:
+        """Sum and count of the train losses since the last point, over all processes (collective)."""
+        loss_sum, loss_count = trainer.strategy.reduce(
+            torch.tensor([self._loss_sum, self._loss_count], dtype=torch.float64, device=pl_module.device),
+            reduce_op="sum",
+        ).tolist()
+        return loss_sum, int(loss_count)
+
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "train_time": self.train_time}
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Every process saves a checkpoint together, so the reduction is safe here.
+        checkpoint["callbacks"][self.state_key]["pending_loss"] = self.pending_loss(trainer, pl_module)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
         self.train_time = float(state_dict.get("train_time", 0.0))
+        loss_sum, loss_count = state_dict.get("pending_loss", (0.0, 0))
+        self._restored_loss = (float(loss_sum), int(loss_count))
 
 
 class ModelCheckpoint(callbacks.ModelCheckpoint):

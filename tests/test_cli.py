@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lit_vdit.callbacks import ModelCheckpoint, log_spaced_steps
+from lit_vdit.callbacks import ModelCheckpoint, ScalingRecorder, log_spaced_steps
 from lit_vdit.cli import main
 from lit_vdit.data import SyntheticDataModule
 from lit_vdit.models.dit import VideoDiT
@@ -98,6 +98,48 @@ def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
     trainer.fit(module, data)
     assert (tmp_path / "epoch=0-step=3.ckpt").is_file()
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 5
+
+
+class StopAt(L.Callback):
+    """Raises before training step ``step``: a crash between two checkpoints."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def recorded_run(out, max_steps: int, *extra: L.Callback, ckpt_path: str | None = None) -> pd.DataFrame:
+    """T0 on tiny clips, evaluated at steps 1 and 6, checkpointed every 3 steps, as the CLI would."""
+    L.seed_everything(0)
+    module = DiffusionModule(partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)), val_timesteps=2)
+    data = SyntheticDataModule(num_clips=32, val_clips=4, frames=4, height=16, width=16, batch_size=4)
+    recorder = ScalingRecorder(eval_points=2, out_dir=str(out))
+    checkpoint = ModelCheckpoint(dirpath=out, save_last=True, every_n_train_steps=3)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        callbacks=[recorder, checkpoint, *extra],
+        logger=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return pd.read_csv(out / "metrics.csv")
+
+
+def test_resumed_run_averages_the_same_train_losses_as_an_uninterrupted_one(tmp_path):
+    expected = recorded_run(tmp_path / "a", 6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recorded_run(tmp_path / "b", 6, StopAt(5))  # crashes after the checkpoint at step 3
+    got = recorded_run(tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    assert list(got["step"]) == list(expected["step"]) == [1, 6]
+    # Step 6's train loss is the mean over steps 2..6, steps 2-3 of them from before the crash.
+    assert got["train_loss"].tolist() == pytest.approx(expected["train_loss"].tolist(), rel=1e-6)
+    assert got["samples_seen"].tolist() == expected["samples_seen"].tolist()
 
 
 def test_evaluation_steps_are_log_spaced_and_end_at_max_steps():

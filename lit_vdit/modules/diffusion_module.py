@@ -172,8 +172,6 @@ class DiffusionModule(L.LightningModule):
         else:
             with torch.no_grad():
                 x0 = self.vae.encode_latents(batch["video"])
-            if self.training:
-                self.samples_encoded += x0.shape[0] * self.trainer.world_size
         y = batch["label"].long() if self.hparams.num_classes else None
         return x0, y
 
@@ -208,6 +206,8 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, y = self.encode(batch)
+        if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
+            self.samples_encoded += x0.shape[0] * self.trainer.world_size
         t, noise = self.training_noise(x0, batch_idx)
         loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t).mean()
         if not torch.isfinite(loss):
