@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import vae_checkpoint
+from test_vae import vae_checkpoint
 from test_video_data import CLASSES, write_video
 
 from lit_vdit.cli import main as cli_main

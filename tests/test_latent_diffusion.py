@@ -7,7 +7,7 @@ from functools import partial
 import pandas as pd
 import pytest
 import torch
-from conftest import vae_checkpoint
+from test_vae import vae_checkpoint
 
 from lit_vdit.cli import main as cli_main
 from lit_vdit.models.dit import VideoDiT

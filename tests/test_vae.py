@@ -29,6 +29,23 @@ def tiny_vae(tc: int = 4, sc: int = 4, **kw) -> CausalVideoVAE:
     )
 
 
+def vae_checkpoint(path, seed: int, latent_channels: int = 4, temporal_compression: int = 1) -> str:
+    """A tiny random VAEModule-style checkpoint (vae_config + vae.* state dict), 2x spatial compression."""
+    torch.manual_seed(seed)
+    vae = CausalVideoVAE(
+        latent_channels=latent_channels,
+        spatial_compression=2,
+        temporal_compression=temporal_compression,
+        base_channels=8,
+        channel_mult=[1, 1],
+    )
+    vae.scale_factor.fill_(0.5)
+    torch.save(
+        {"vae_config": vae.config, "state_dict": {f"vae.{k}": v for k, v in vae.state_dict().items()}}, path
+    )
+    return str(path)
+
+
 def trainer(tmp_path, max_steps: int, **kw) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
