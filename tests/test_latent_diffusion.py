@@ -3,10 +3,12 @@
 import json
 import os
 from functools import partial
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from test_vae import vae_checkpoint
 
 from lit_vdit.cli import main as cli_main
@@ -90,3 +92,17 @@ def test_samples_are_decoded_by_the_vae(tmp_path):
     assert module.latent_shape == (4, 4, 8, 8) and not any(p.requires_grad for p in module.vae.parameters())
     videos = module.generate(torch.tensor([0, 1]), seeds=[0, 1])
     assert videos.shape == (2, 3, 4, 16, 16) and videos.abs().max() <= 1
+
+
+def test_fsdp1_on_several_devices_refuses_a_vae_with_weights(tmp_path):
+    module = DiffusionModule(
+        partial(VideoDiT, preset="T0", patch_size=(1, 2, 2)),
+        vae_checkpoint=vae_checkpoint(tmp_path / "vae.ckpt", seed=0),
+        clip_shape=(3, 4, 16, 16),
+        num_classes=16,
+    )
+    module._trainer = SimpleNamespace(datamodule=None, strategy=FSDPStrategy(), world_size=2)
+    with pytest.raises(ValueError, match="FSDPStrategy on several devices.*fsdp2_gpu.yaml"):
+        module.configure_model()
+    module._trainer.world_size = 1  # one device: nothing is sharded
+    module.configure_model()

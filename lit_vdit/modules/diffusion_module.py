@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 
@@ -157,6 +157,15 @@ class DiffusionModule(L.LightningModule):
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
         strategy = trainer.strategy if trainer is not None else None
+        vae_has_weights = next(self.vae.parameters(), None) is not None
+        if isinstance(strategy, FSDPStrategy) and trainer.world_size > 1 and vae_has_weights:
+            # FSDP1 flattens the VAE into the root unit's shards, and encode/decode run outside the
+            # root's forward (evaluation, sampling), where only shard views exist.
+            raise ValueError(
+                "a VAE with weights under FSDPStrategy on several devices is not supported: use "
+                "configs/trainer/fsdp2_gpu.yaml (FSDP2 shards only the denoiser and its EMA; the frozen VAE "
+                "stays whole on every device) or DDP"
+            )
         if isinstance(strategy, ModelParallelStrategy) and not isinstance(self.denoiser, FSDPModule):
             # The EMA copy gets the same sharding: its shards sit beside the parameter shards, are
             # updated locally and saved in the distributed checkpoint with them.
