@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.video_io import write_video
@@ -183,16 +186,55 @@ class ScalingRecorder(Callback):
         self._restored_loss = (float(loss_sum), int(loss_count))
 
 
+def saves_folders(strategy: Any) -> bool:
+    """Whether the strategy writes sharded checkpoint folders (FSDP2 distributed, FSDP sharded)."""
+    if isinstance(strategy, ModelParallelStrategy):
+        return bool(strategy._save_distributed_checkpoint)
+    return isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == "sharded"
+
+
 class ModelCheckpoint(callbacks.ModelCheckpoint):
-    """Lightning's ModelCheckpoint that also saves ``last`` when training ends between two periodic
-    saves (``max_steps`` not a multiple of ``every_n_train_steps``), so ``last.ckpt`` always holds the
-    final weights that predict, eval and a finished grid run use. Lightning's own ``on_train_end``
-    saves ``last`` only if no checkpoint was saved at all; its skip rule (sanity check, not fitting,
-    already saved at this step) is reused through its private helpers."""
+    """Lightning's ModelCheckpoint with two guarantees for ``last``, the checkpoint runs resume from.
+
+    - It is also saved when training ends between two periodic saves (``max_steps`` not a multiple of
+      ``every_n_train_steps``), so it always holds the final weights that predict, eval and a finished
+      grid run use; Lightning's own ``on_train_end`` saves it only if nothing was saved before.
+    - Sharded checkpoints (folders) are replaced atomically. Lightning writes such a folder in place,
+      shard by shard, so a crash mid-save would leave old and new shards mixed under ``last.ckpt``.
+      Here each save goes to a fresh ``last.ckpt-step<N>`` folder and ``last.ckpt`` is a symlink
+      swapped to it with one rename once every process has written; then the old folder goes.
+      (Single-file checkpoints are atomic already: :class:`~lit_vdit.checkpoint_io.AtomicCheckpointIO`.)
+
+    Lightning's skip rule and save helpers are reused through its private methods.
+    """
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        is_last = Path(filepath).name.startswith(self.CHECKPOINT_NAME_LAST)
+        if not (is_last and saves_folders(trainer.strategy)):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        link, version = Path(filepath), Path(f"{filepath}-step{trainer.global_step}")
+        if trainer.is_global_zero:
+            shutil.rmtree(version, ignore_errors=True)  # a partial save of this step from a crash
+        trainer.strategy.barrier()
+        super()._save_checkpoint(trainer, str(version))
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            previous = link.resolve() if link.is_symlink() else None
+            if link.is_dir() and not link.is_symlink():  # a folder written in place before
+                shutil.rmtree(link)
+            staged = link.with_name(f".{link.name}.swap")
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(version.name)
+            os.replace(staged, link)
+            if previous is not None and previous != version.resolve():
+                shutil.rmtree(previous, ignore_errors=True)
+        trainer.strategy.barrier()
+        self._last_checkpoint_saved = filepath
 
 
 class VideoWriter(BasePredictionWriter):

@@ -140,11 +140,15 @@ def test_fsdp2_checkpoint_resumes_the_same_run_with_its_ema(runs, tmp_path):
     resumed = fit(tmp_path / "resumed", "fsdp2_cpu", 2, 3)
     checkpoint = resumed / "checkpoints" / "last.ckpt"
     assert (checkpoint / "meta.pt").is_file() and (checkpoint / "__1_0.distcp").is_file()
+    assert checkpoint.is_symlink() and checkpoint.resolve().name == "last.ckpt-step3"
     at_3 = final_state(checkpoint, tmp_path / "at_3.pt")
     assert any(key.startswith("ema.blocks.") for key in at_3)
     before = step_losses(resumed)  # Lightning's CSVLogger starts its file afresh on resume
     # The second part also recomputes block activations in backward, which must change nothing.
     fit(resumed, "fsdp2_cpu", 2, STEPS, "--ckpt_path", str(checkpoint), *AC)
+    # last.ckpt is swapped atomically to a fresh folder per save; the step-3 folder is gone.
+    assert checkpoint.is_symlink() and checkpoint.resolve().name == f"last.ckpt-step{STEPS}"
+    assert not (resumed / "checkpoints" / "last.ckpt-step3").exists()
 
     expected, got = step_losses(uninterrupted), pd.concat([before, step_losses(resumed)])
     assert list(got.index) == list(expected.index)
