@@ -4,20 +4,26 @@ Multi-process runs are ``lit-vdit fit`` with configs/trainer/{ddp,fsdp2}_cpu.yam
 ``tests/parallel_run.py`` so that Lightning's launcher can re-run the command for the second process.
 The global batch is the same in every run (4 clips: 4 x 1 process, 2 x 2 processes). Timesteps and
 noise are drawn per sample from its position in the run, so runs differ only by floating-point
-reduction order: per-step train losses and validation losses agree to ``RTOL``. Label dropout is off
-(``class_dropout_prob: 0``): the model draws its dropout mask per process from the global generator.
+reduction order: per-step train losses and validation losses agree to ``RTOL``. Label dropout is on
+(``class_dropout_prob: 0.5``): its mask is drawn per sample in the same way (checked directly below).
 """
 
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from lit_vdit.models.dit import VideoDiT
+from lit_vdit.models.layers import LabelEmbedder
+from lit_vdit.modules import DiffusionModule
 
 REPO = Path(__file__).resolve().parents[1]
 RTOL = 1e-4
@@ -31,7 +37,7 @@ TINY = [
     "--model.init_args.denoiser.init_args.preset",
     "T0",
     "--model.init_args.denoiser.init_args.class_dropout_prob",
-    "0.0",
+    "0.5",
     "--model.init_args.ema_decay",
     "0.9",
     "--model.init_args.val_timesteps",
@@ -163,3 +169,27 @@ def test_fsdp2_checkpoint_resumes_the_same_run_with_its_ema(runs, tmp_path):
     for key in want:
         assert torch.allclose(have[key], want[key], rtol=RTOL, atol=1e-6), key
     assert any(not torch.equal(at_3[key], have[key]) for key in have if key.startswith("ema.blocks."))
+
+
+def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():
+    """What training_noise draws for a sample equals across world sizes; labels are dropped from it."""
+    module = DiffusionModule(
+        partial(VideoDiT, preset="T0", patch_size=(1, 4, 4), class_dropout_prob=0.5),
+        clip_shape=(3, 4, 16, 16),
+        num_classes=16,
+    )
+    assert module.label_dropout == (0.5, 16)
+    assert not any(m.random_drop for m in module.denoiser.modules() if isinstance(m, LabelEmbedder))
+
+    def draws(replicas: int, rank: int, batch: int) -> list[torch.Tensor]:
+        sampler = {"num_replicas": replicas, "rank": rank}
+        strategy = SimpleNamespace(distributed_sampler_kwargs=sampler)
+        module._trainer = SimpleNamespace(accumulate_grad_batches=1, global_step=3, strategy=strategy)
+        return module.training_noise(torch.zeros(batch, 3, 4, 16, 16), 3)
+
+    single, rank0, rank1 = draws(1, 0, 4), draws(2, 0, 2), draws(2, 1, 2)
+    for one, *two in zip(single, rank0, rank1, strict=True):
+        # Sample i of rank r is sample 2 * i + r of the global batch.
+        assert torch.equal(one, torch.stack([two[0][0], two[1][0], two[0][1], two[1][1]]))
+    uniform = draws(1, 0, 64)[2]
+    assert 0.2 < (uniform < 0.5).float().mean() < 0.8  # about half of the labels would be dropped

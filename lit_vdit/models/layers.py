@@ -44,12 +44,18 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class embedding with an extra "null" row used for label dropout (classifier-free guidance)."""
+    """Class embedding with an extra "null" row used for label dropout (classifier-free guidance).
+
+    In training, labels are replaced by the null class with probability ``dropout_prob``, drawn here
+    unless ``random_drop`` is False: then the caller drops them itself (the DiffusionModule draws the
+    mask per sample from the sample's position in the run, so it is the same on any number of processes).
+    """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
+        self.random_drop = True
         self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
 
     @property
@@ -58,7 +64,7 @@ class LabelEmbedder(nn.Module):
         return self.num_classes if self.dropout_prob > 0 else None
 
     def forward(self, labels: torch.Tensor, train: bool) -> torch.Tensor:
-        if train and self.dropout_prob > 0:
+        if train and self.dropout_prob > 0 and self.random_drop:
             drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding_table(labels)

@@ -21,6 +21,7 @@ from torch.distributed.fsdp import FSDPModule
 
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
 from lit_vdit.flops import denoiser_costs, vae_costs
+from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.models.vae import IdentityVAE, load_frozen_vae, vae_fingerprint
 from lit_vdit.parallel import apply_fsdp2
 
@@ -86,6 +87,7 @@ class DiffusionModule(L.LightningModule):
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: nn.Module | None = None
         self.ema: nn.Module | None = None
+        self.label_dropout: tuple[float, int] | None = None  # (probability, null class) drawn per sample
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
         self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
@@ -140,6 +142,11 @@ class DiffusionModule(L.LightningModule):
                 f"objective learn_sigma={self.objective.learn_sigma} but denoiser learn_sigma="
                 f"{getattr(self.denoiser, 'learn_sigma', False)}: set the same learn_sigma on both"
             )
+        self.label_dropout = None
+        for embedder in self.denoiser.modules():
+            if isinstance(embedder, LabelEmbedder) and embedder.dropout_prob > 0:
+                embedder.random_drop = False  # drawn per sample in training_noise instead
+                self.label_dropout = (embedder.dropout_prob, embedder.null_class)
         if self.hparams.ema_decay > 0:
             self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
@@ -197,27 +204,34 @@ class DiffusionModule(L.LightningModule):
         replicas, rank = sampler.get("num_replicas", 1), sampler.get("rank", 0)
         return [(batch_index * batch_size + i) * replicas + rank for i in range(n)]
 
-    def training_noise(self, x0: torch.Tensor, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Timesteps and noise of each sample, drawn from (seed, its position in the run) only.
+    def training_noise(
+        self, x0: torch.Tensor, batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Timesteps, noise and label-dropout draws (uniform in [0, 1)) of each sample, drawn from
+        (seed, its position in the run) only.
 
-        A clip thus gets the same t and noise whatever the number of processes, and after a resume:
-        runs compare across strategies.
+        A clip thus gets the same t, noise and label dropout whatever the number of processes, and
+        after a resume: runs compare across strategies.
         """
         accumulate = self.trainer.accumulate_grad_batches
         batch_index = self.global_step * accumulate + batch_idx % accumulate
         generator = torch.Generator(x0.device)
-        timesteps, noise = [], []
+        timesteps, noise, uniform = [], [], []
         for position in self.global_positions(batch_index, x0.shape[0], x0.shape[0]):
             generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
             timesteps.append(self.objective.sample_timesteps(1, x0.device, generator))
             noise.append(torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype))
-        return torch.cat(timesteps), torch.stack(noise)
+            uniform.append(torch.rand(1, generator=generator, device=x0.device))
+        return torch.cat(timesteps), torch.stack(noise), torch.cat(uniform)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, y = self.encode(batch)
         if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
             self.samples_encoded += x0.shape[0] * self.trainer.world_size
-        t, noise = self.training_noise(x0, batch_idx)
+        t, noise, uniform = self.training_noise(x0, batch_idx)
+        if self.label_dropout is not None and y is not None:
+            probability, null_class = self.label_dropout
+            y = torch.where(uniform < probability, torch.full_like(y, null_class), y)
         loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
