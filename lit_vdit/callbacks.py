@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from torch.utils.data import DataLoader, Subset
 
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.video_io import write_video
@@ -45,6 +47,36 @@ def environment() -> dict[str, str]:
     }
 
 
+def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], bool]]:
+    """This process's share of the validation set, as (batch, global clip ids, counted) triples.
+
+    The batches of the DataModule's validation loader are dealt round-robin to the processes, so each
+    clip is evaluated once and the sums over processes equal a single process's. Every process runs
+    the same number of batches, because a sharded model's forward is collective: a process whose
+    share is one short repeats its first batch, not counted.
+    """
+    loader = trainer.datamodule.val_dataloader()
+    dataset, size = loader.dataset, loader.batch_size
+    starts = list(range(0, len(dataset), size))
+    world, rank = trainer.world_size, trainer.global_rank
+    if world == 1:
+        for start, batch in zip(starts, loader, strict=True):
+            yield batch, list(range(start, start + len(batch["label"]))), True
+        return
+    ids = [list(range(start, min(start + size, len(dataset)))) for start in starts[rank::world]]
+    subset = Subset(dataset, [i for clip_ids in ids for i in clip_ids])
+    own = DataLoader(subset, batch_size=size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+    first = None
+    for batch, clip_ids in zip(own, ids, strict=True):
+        first = (batch, clip_ids) if first is None else first
+        yield batch, clip_ids, True
+    if first is None:  # fewer batches than processes
+        batch = next(iter(loader))
+        first = (batch, list(range(len(batch["label"]))))
+    for _ in range(-(-len(starts) // world) - len(ids)):
+        yield *first, False
+
+
 class ScalingRecorder(Callback):
     """Evaluates the low-variance validation loss at log-spaced steps and writes the run's record.
 
@@ -54,8 +86,8 @@ class ScalingRecorder(Callback):
     rewritten atomically at each point, and the rows are saved in checkpoints so a resumed run
     continues the same table.
 
-    Under DDP / FSDP every process runs the evaluation (each on all validation clips, so sharded
-    models all-gather in step and every process holds the same row), the train loss is averaged
+    Under DDP / FSDP the validation batches are dealt to the processes (:func:`validation_batches`),
+    their loss sums are added up and the train loss is averaged
     over processes and only global rank 0 writes. The train losses summed since the last point are
     saved in checkpoints too (summed over processes), so the first row after a resume averages the
     same steps as an uninterrupted run's.
@@ -108,16 +140,17 @@ class ScalingRecorder(Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         was_training = pl_module.training
         pl_module.eval()
-        totals: dict[str, float] = {}
-        count = 0
+        names = ("raw", "ema") if getattr(pl_module, "ema", None) is not None else ("raw",)
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # per-model loss sums, then clip count
         precision = trainer.precision_plugin
-        for batch in trainer.datamodule.val_dataloader():
+        for batch, clip_ids, counted in validation_batches(trainer):
             batch = precision.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
             with precision.val_step_context():
-                losses = pl_module.validation_losses(batch, list(range(count, count + len(batch["label"]))))
-            for name, loss in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(loss.float().sum())
-            count += len(batch["label"])
+                losses = pl_module.validation_losses(batch, clip_ids)
+            if counted:
+                sums += torch.tensor([float(losses[n].float().sum()) for n in names] + [len(clip_ids)])
+        totals = trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum").tolist()
+        count = totals[-1]
         pl_module.train(was_training)
         # Mean train loss over steps and processes (equal per-process batches: the global batch loss).
         loss_sum, loss_count = self.pending_loss(trainer, pl_module)
@@ -126,7 +159,7 @@ class ScalingRecorder(Callback):
             "step": trainer.global_step,
             **pl_module.accounting(),
             "train_loss": loss_sum / max(loss_count, 1),
-            **{f"val_loss_{name}": total / count for name, total in totals.items()},
+            **{f"val_loss_{name}": total / count for name, total in zip(names, totals, strict=False)},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time_s": self.train_time,
             "samples_per_s": pl_module.samples_seen / self.train_time if self.train_time > 0 else math.nan,

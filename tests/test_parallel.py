@@ -21,6 +21,8 @@ import torch
 import yaml
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from lit_vdit.callbacks import validation_batches
+from lit_vdit.data import SyntheticDataModule
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.modules import DiffusionModule
@@ -53,7 +55,7 @@ TINY = [
     "--data.init_args.num_clips",
     "24",
     "--data.init_args.val_clips",
-    "4",
+    "6",  # 3 batches of 2 for 2 processes: one process pads (sharded forwards are collective)
     "--trainer.enable_progress_bar",
     "false",
     "--trainer.log_every_n_steps",
@@ -193,3 +195,18 @@ def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():
         assert torch.equal(one, torch.stack([two[0][0], two[1][0], two[0][1], two[1][1]]))
     uniform = draws(1, 0, 64)[2]
     assert 0.2 < (uniform < 0.5).float().mean() < 0.8  # about half of the labels would be dropped
+
+
+@pytest.mark.parametrize(("clips", "world"), [(6, 2), (7, 3), (2, 3)])
+def test_validation_clips_are_dealt_once_each_in_equal_numbers_of_batches(clips, world):
+    data = SyntheticDataModule(num_clips=4, val_clips=clips, frames=2, height=8, width=8, batch_size=2)
+    data.setup()
+    counted, lengths = [], set()
+    for rank in range(world):
+        trainer = SimpleNamespace(datamodule=data, world_size=world, global_rank=rank)
+        batches = list(validation_batches(trainer))
+        lengths.add(len(batches))
+        for batch, clip_ids, count in batches:
+            assert len(clip_ids) == len(batch["label"])
+            counted += clip_ids if count else []
+    assert sorted(counted) == list(range(clips)) and len(lengths) == 1
