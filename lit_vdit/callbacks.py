@@ -59,10 +59,6 @@ def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], boo
     dataset, size = loader.dataset, loader.batch_size
     starts = list(range(0, len(dataset), size))
     world, rank = trainer.world_size, trainer.global_rank
-    if world == 1:
-        for start, batch in zip(starts, loader, strict=True):
-            yield batch, list(range(start, start + len(batch["label"]))), True
-        return
     ids = [list(range(start, min(start + size, len(dataset)))) for start in starts[rank::world]]
     subset = Subset(dataset, [i for clip_ids in ids for i in clip_ids])
     own = DataLoader(subset, batch_size=size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
@@ -140,17 +136,19 @@ class ScalingRecorder(Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         was_training = pl_module.training
         pl_module.eval()
-        names = ("raw", "ema") if getattr(pl_module, "ema", None) is not None else ("raw",)
-        sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # per-model loss sums, then clip count
+        totals: dict[str, float] = {}
+        count = 0
         precision = trainer.precision_plugin
         for batch, clip_ids, counted in validation_batches(trainer):
             batch = precision.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
             with precision.val_step_context():
                 losses = pl_module.validation_losses(batch, clip_ids)
-            if counted:
-                sums += torch.tensor([float(losses[n].float().sum()) for n in names] + [len(clip_ids)])
-        totals = trainer.strategy.reduce(sums.to(pl_module.device), reduce_op="sum").tolist()
-        count = totals[-1]
+            for name, loss in losses.items():  # a padding batch adds 0: every process has every name
+                totals[name] = totals.get(name, 0.0) + (float(loss.float().sum()) if counted else 0.0)
+            count += len(clip_ids) if counted else 0
+        names = list(totals)  # the same order on every process: validation_losses fixes it
+        local = torch.tensor([*(totals[n] for n in names), count], dtype=torch.float64).to(pl_module.device)
+        *sums, count = trainer.strategy.reduce(local, reduce_op="sum").tolist()
         pl_module.train(was_training)
         # Mean train loss over steps and processes (equal per-process batches: the global batch loss).
         loss_sum, loss_count = self.pending_loss(trainer, pl_module)
@@ -159,7 +157,7 @@ class ScalingRecorder(Callback):
             "step": trainer.global_step,
             **pl_module.accounting(),
             "train_loss": loss_sum / max(loss_count, 1),
-            **{f"val_loss_{name}": total / count for name, total in zip(names, totals, strict=False)},
+            **{f"val_loss_{name}": total / count for name, total in zip(names, sums, strict=True)},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time_s": self.train_time,
             "samples_per_s": pl_module.samples_seen / self.train_time if self.train_time > 0 else math.nan,

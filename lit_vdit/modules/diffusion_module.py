@@ -164,8 +164,8 @@ class DiffusionModule(L.LightningModule):
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
         strategy = trainer.strategy if trainer is not None else None
-        vae_has_weights = next(self.vae.parameters(), None) is not None
-        if isinstance(strategy, FSDPStrategy) and trainer.world_size > 1 and vae_has_weights:
+        sharded_fsdp1 = isinstance(strategy, FSDPStrategy) and trainer.world_size > 1
+        if sharded_fsdp1 and next(self.vae.parameters(), None) is not None:
             # FSDP1 flattens the VAE into the root unit's shards, and encode/decode run outside the
             # root's forward (evaluation, sampling), where only shard views exist.
             raise ValueError(
