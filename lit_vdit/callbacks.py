@@ -124,8 +124,16 @@ class ScalingRecorder(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._loss_sum += float(outputs["loss"])
-        self._loss_count += 1
+        # Lightning divides outputs["loss"] by accumulate_grad_batches; the per-sample losses are not.
+        if not isinstance(outputs, dict) or "sample_losses" not in outputs:
+            raise TypeError(
+                f"ScalingRecorder needs training_step to return a dict with the per-sample losses under "
+                f"'sample_losses' (as DiffusionModule does); {type(pl_module).__name__} returned "
+                f"{type(outputs).__name__}"
+            )
+        losses = outputs["sample_losses"]
+        self._loss_sum += float(losses.double().sum())
+        self._loss_count += losses.numel()
         step = trainer.global_step
         if step in self._steps and (not self.rows or self.rows[-1]["step"] < step):
             self.train_time += time.perf_counter() - self._tic
@@ -150,7 +158,7 @@ class ScalingRecorder(Callback):
         local = torch.tensor([*(totals[n] for n in names), count], dtype=torch.float64).to(pl_module.device)
         *sums, count = trainer.strategy.reduce(local, reduce_op="sum").tolist()
         pl_module.train(was_training)
-        # Mean train loss over steps and processes (equal per-process batches: the global batch loss).
+        # Mean train loss over the samples of every step since the last point, on all processes.
         loss_sum, loss_count = self.pending_loss(trainer, pl_module)
         row = {
             **self.run_info,
@@ -194,7 +202,8 @@ class ScalingRecorder(Callback):
         atomic_write_json(out / "result.json", result)
 
     def pending_loss(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[float, int]:
-        """Sum and count of the train losses since the last point, over all processes (collective)."""
+        """Sum and count of the per-sample train losses since the last point, over all processes
+        (collective)."""
         loss_sum, loss_count = trainer.strategy.reduce(
             torch.tensor([self._loss_sum, self._loss_count], dtype=torch.float64, device=pl_module.device),
             reduce_op="sum",

@@ -1,9 +1,10 @@
 """Parallelism in one place, torchtitan style: FSDP2 sharding, mixed precision, activation checkpointing.
 
-``DiffusionModule.configure_model`` calls :func:`apply_fsdp2` on the denoiser and on its EMA copy
-when the Trainer runs ``ModelParallelStrategy``. Both get the same sharding, so every EMA shard sits
-on the process that owns the matching parameter shard and the EMA update is a local
-``_foreach_lerp_`` on DTensors (no communication). The models themselves know nothing of this.
+``DiffusionModule.configure_model`` calls :func:`parallelize` on the denoiser under every strategy
+(activation checkpointing on one device or under DDP, sharding too under ``ModelParallelStrategy``),
+and on its EMA copy under FSDP2. Both get the same sharding, so every EMA shard sits on the process
+that owns the matching parameter shard and the EMA update is a local ``_foreach_lerp_`` on DTensors
+(no communication). The models themselves know nothing of this.
 """
 
 from __future__ import annotations
@@ -51,26 +52,41 @@ def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
     return device_mesh
 
 
-def apply_fsdp2(
+def parallelize(
     model: nn.Module,
-    device_mesh: DeviceMesh,
+    device_mesh: DeviceMesh | None = None,
     precision: str = "32-true",
     activation_checkpointing: bool = False,
 ) -> nn.Module:
-    """Shard ``model`` in place with FSDP2: each unit of :func:`fsdp_units`, then the rest as the root.
+    """Apply activation checkpointing and, given a mesh, FSDP2 sharding to ``model`` in place.
+
+    The units are those of :func:`fsdp_units` (DiT blocks, U-Net stages). With activation
+    checkpointing each unit's activations are recomputed in backward instead of stored (PyTorch's
+    composable ``checkpoint``, which works alone, under DDP and under FSDP2). With a mesh each unit
+    is sharded with ``fully_shard``, then the rest of the model as the root.
 
     Args:
         model: the denoiser (or its EMA copy: same model, same sharding).
-        device_mesh: Lightning's ``ModelParallelStrategy.device_mesh`` (or any 1D data-parallel mesh).
+        device_mesh: Lightning's ``ModelParallelStrategy.device_mesh`` (or any 1D data-parallel mesh);
+            None: no sharding (one device, DDP).
         precision: the Trainer's precision flag, see :func:`mixed_precision_policy`.
         activation_checkpointing: recompute each unit's activations in backward instead of storing them.
     """
+    units = fsdp_units(model)
+    if activation_checkpointing:
+        if not units:
+            raise ValueError(
+                f"activation_checkpointing: {type(model).__name__} has no blocks to checkpoint (define "
+                f"fsdp_units() or a `blocks` ModuleList)"
+            )
+        for unit in units:
+            checkpoint(unit)
+    if device_mesh is None:
+        return model
     # Every unit, the root included, reshards after forward: evaluation runs forward only (the EMA
     # never runs backward), and the EMA update needs all parameters sharded.
     kwargs = {"mesh": data_parallel_mesh(device_mesh), "mp_policy": mixed_precision_policy(precision)}
-    for unit in fsdp_units(model):
-        if activation_checkpointing:
-            checkpoint(unit)
+    for unit in units:
         fully_shard(unit, reshard_after_forward=True, **kwargs)
     fully_shard(model, reshard_after_forward=True, **kwargs)
     return model

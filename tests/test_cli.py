@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 from functools import partial
 
 import lightning as L
@@ -57,7 +58,13 @@ def fit(repo_root, out, *extra):
 
 
 def test_fit_writes_metrics_result_logs_checkpoint_and_is_deterministic(repo_root, tmp_path):
-    fit(repo_root, tmp_path / "a", "--seed_everything", "7")
+    saved_umask = os.umask(0o022)
+    try:
+        fit(repo_root, tmp_path / "a", "--seed_everything", "7")
+    finally:
+        os.umask(saved_umask)
+    for name in ("metrics.csv", "result.json", "checkpoints/last.ckpt"):  # readable in shared folders
+        assert stat.S_IMODE(os.stat(tmp_path / "a" / name).st_mode) == 0o644, name
     fit(repo_root, tmp_path / "b", "--seed_everything", "7")
     a = pd.read_csv(tmp_path / "a" / "metrics.csv")
     b = pd.read_csv(tmp_path / "b" / "metrics.csv")
@@ -111,16 +118,22 @@ class StopAt(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def recorded_run(out, max_steps: int, *extra: L.Callback, ckpt_path: str | None = None) -> pd.DataFrame:
-    """T0 on tiny clips, evaluated at steps 1 and 6, checkpointed every 3 steps, as the CLI would."""
+def recorded_run(
+    out, max_steps: int, *extra: L.Callback, ckpt_path: str | None = None, accumulate: int = 1
+) -> pd.DataFrame:
+    """T0 on tiny clips, evaluated at steps 1 and 6, checkpointed every 3 steps, as the CLI would.
+    The global batch is 4 clips, in ``accumulate`` micro-batches."""
     L.seed_everything(0)
     module = DiffusionModule(partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)), val_timesteps=2)
-    data = SyntheticDataModule(num_clips=32, val_clips=4, frames=4, height=16, width=16, batch_size=4)
+    data = SyntheticDataModule(
+        num_clips=32, val_clips=4, frames=4, height=16, width=16, batch_size=4 // accumulate
+    )
     recorder = ScalingRecorder(eval_points=2, out_dir=str(out))
     checkpoint = ModelCheckpoint(dirpath=out, save_last=True, every_n_train_steps=3)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=max_steps,
+        accumulate_grad_batches=accumulate,
         callbacks=[recorder, checkpoint, *extra],
         logger=False,
         limit_val_batches=0,
@@ -140,6 +153,16 @@ def test_resumed_run_averages_the_same_train_losses_as_an_uninterrupted_one(tmp_
     # Step 6's train loss is the mean over steps 2..6, steps 2-3 of them from before the crash.
     assert got["train_loss"].tolist() == pytest.approx(expected["train_loss"].tolist(), rel=1e-6)
     assert got["samples_seen"].tolist() == expected["samples_seen"].tolist()
+
+
+def test_train_loss_is_the_mean_sample_loss_whatever_the_gradient_accumulation(tmp_path):
+    """4 clips a step as one batch or as 2 micro-batches of 2: the same samples, noise and updates,
+    so the same recorded train losses (Lightning's outputs["loss"] is divided by the accumulation)."""
+    whole = recorded_run(tmp_path / "k1", 6)
+    accumulated = recorded_run(tmp_path / "k2", 6, accumulate=2)
+    assert accumulated["samples_seen"].tolist() == whole["samples_seen"].tolist() == [4, 24]
+    assert accumulated["train_loss"].tolist() == pytest.approx(whole["train_loss"].tolist(), rel=1e-4)
+    assert accumulated["val_loss_raw"].tolist() == pytest.approx(whole["val_loss_raw"].tolist(), rel=1e-4)
 
 
 def test_evaluation_steps_are_log_spaced_and_end_at_max_steps():

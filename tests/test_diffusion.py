@@ -123,3 +123,24 @@ def test_classifier_free_guidance_extrapolates_prediction_channels_only():
     assert torch.allclose(out[:, 3:], torch.full_like(x, 1.5))  # conditional variance channels
     with pytest.raises(ValueError, match="label dropout"):
         denoiser_fn(denoiser, torch.tensor([1]), guidance_scale=2.0, null_class=None)
+
+
+def test_float32_coefficients_are_float64_tables_rounded_once():
+    """The noise coefficient at t=0 and the t=1 variational term in float32 match float64 to ~1e-7
+    (square roots precomputed in float64, as facebookresearch/DiT does), not 1e-4."""
+    diffusion = GaussianDiffusion(learn_sigma=True)
+    t0 = torch.zeros(1, dtype=torch.long)
+    noise_coef = diffusion.add_noise(torch.zeros(1, 1), torch.ones(1, 1), t0)
+    exact = (1 - diffusion.alphas_cumprod[0]).sqrt()
+    assert abs(float(noise_coef) / float(exact) - 1) < 1e-6
+    torch.manual_seed(0)
+    x0, out = torch.rand(4, 3, 2, 4, 4) * 2 - 1, torch.randn(4, 6, 2, 4, 4) * 0.5
+    noise = torch.randn_like(x0)
+    t1 = torch.ones(4, dtype=torch.long)
+    x_t = diffusion.add_noise(x0, noise, t1)
+    vlb32 = diffusion.vlb_terms(out, x0, x_t, t1)
+    vlb64 = diffusion.vlb_terms(out.double(), x0.double(), x_t.double(), t1)
+    assert torch.allclose(vlb32.double(), vlb64, rtol=1e-5, atol=0)
+    x0_32 = diffusion.predict_x0_eps(out, x_t, t1)[0]
+    x0_64 = diffusion.predict_x0_eps(out.double(), x_t.double(), t1)[0]
+    assert torch.allclose(x0_32.double(), x0_64, rtol=1e-5)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -70,12 +71,37 @@ def test_interleaved_spatial_block_does_not_mix_frames():
     assert not torch.allclose(a[:, :, 3], b[:, :, 3])
 
 
-def test_sincos_3d_single_frame_spatial_part_is_2d_embedding():
-    emb = sincos_3d(64, (1, 4, 4))
-    assert emb.shape == (16, 64)
-    dim_t = 64 - 48
-    assert torch.allclose(emb[:, : dim_t // 2], torch.zeros(16, dim_t // 2))  # sin(0)
-    assert torch.allclose(emb[:, dim_t // 2 : dim_t], torch.ones(16, dim_t // 2))  # cos(0)
+def dit_2d_sincos(dim: int, grid_size: int) -> np.ndarray:
+    """facebookresearch/DiT's get_2d_sincos_pos_embed, written out here in numpy."""
+    grid = np.meshgrid(np.arange(grid_size, dtype=np.float32), np.arange(grid_size, dtype=np.float32))
+    grid = np.stack(grid, axis=0).reshape(2, 1, grid_size, grid_size)
+
+    def one_axis(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return np.concatenate([one_axis(dim // 2, grid[0]), one_axis(dim // 2, grid[1])], axis=1)
+
+
+@pytest.mark.parametrize("dim, size", [(384, 16), (64, 4), (1152, 8)])
+def test_sincos_3d_of_one_frame_is_dits_2d_table(dim, size):
+    expected = torch.from_numpy(dit_2d_sincos(dim, size)).float()  # DiT stores it as float32
+    assert torch.equal(sincos_3d(dim, (1, size, size)), expected)
+
+
+def test_sincos_3d_keeps_the_2d_table_in_every_frame_plus_a_temporal_table():
+    dim, (t, h, w) = 64, (5, 4, 3)
+    emb = sincos_3d(dim, (t, h, w)).reshape(t, h * w, dim)
+    spatial = emb[0]
+    assert torch.equal(spatial, sincos_3d(dim, (1, h, w)))
+    temporal = emb - spatial  # the same offset for every token of a frame, distinct across frames
+    assert torch.allclose(temporal, temporal[:, :1].expand_as(temporal), atol=1e-6)
+    assert torch.cdist(temporal[:, 0], temporal[:, 0]).add(torch.eye(t)).min() > 0.5
+    # non-square grids: first half of the channels varies along w only, second half along h only
+    grid = sincos_3d(dim, (1, h, w)).reshape(h, w, dim)
+    assert torch.equal(grid[:, :, : dim // 2], grid[:1, :, : dim // 2].expand(h, w, dim // 2))
+    assert torch.equal(grid[:, :, dim // 2 :], grid[:, :1, dim // 2 :].expand(h, w, dim // 2))
 
 
 def test_bad_shapes_name_the_setting():

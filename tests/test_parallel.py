@@ -150,7 +150,7 @@ def test_fsdp2_checkpoint_resumes_the_same_run_with_its_ema(runs, tmp_path):
     assert (checkpoint / "meta.pt").is_file() and (checkpoint / "__1_0.distcp").is_file()
     assert checkpoint.is_symlink() and checkpoint.resolve().name == "last.ckpt-step3"
     at_3 = final_state(checkpoint, tmp_path / "at_3.pt")
-    assert any(key.startswith("ema.blocks.") for key in at_3)
+    assert any(key.startswith("ema.module.blocks.") for key in at_3)
     before = step_losses(resumed)  # Lightning's CSVLogger starts its file afresh on resume
     # The second part also recomputes block activations in backward, which must change nothing.
     fit(resumed, "fsdp2_cpu", 2, STEPS, "--ckpt_path", str(checkpoint), *AC)
@@ -170,7 +170,7 @@ def test_fsdp2_checkpoint_resumes_the_same_run_with_its_ema(runs, tmp_path):
     have = final_state(checkpoint, tmp_path / "have.pt")
     for key in want:
         assert torch.allclose(have[key], want[key], rtol=RTOL, atol=1e-6), key
-    assert any(not torch.equal(at_3[key], have[key]) for key in have if key.startswith("ema.blocks."))
+    assert any(not torch.equal(at_3[key], have[key]) for key in have if key.startswith("ema.module.blocks."))
 
 
 def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():

@@ -25,7 +25,11 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """values[t] broadcast to ``like`` (B, ...), computed in float64 and cast to ``like``'s dtype."""
+    """values[t] (a float64 table) broadcast to ``like`` (B, ...) and cast to ``like``'s dtype.
+
+    Every coefficient is a table precomputed in float64 (square roots included), as in DiT, and
+    rounded once here: a square root taken after the cast loses ~1e-4 relative precision at small t.
+    """
     out = values.to(t.device)[t].to(like.dtype)
     return out.reshape(-1, *([1] * (like.ndim - 1)))
 
@@ -90,6 +94,11 @@ class GaussianDiffusion:
         self.num_timesteps = len(betas)
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
+        self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
+        self.log_betas = torch.log(betas)
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         # The posterior variance is 0 at t=0: clip the log as improved DDPM does.
         self.posterior_log_variance_clipped = torch.log(
@@ -99,6 +108,8 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (
             (1.0 - self.alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - self.alphas_cumprod)
         )
+        # Fixed "large" variance (beta_t, with the posterior's at t=0) as DDPM uses for sampling.
+        self.log_fixed_variance = torch.log(torch.cat([self.posterior_variance[1:2], betas[1:]]))
 
     def respaced(self, steps: int) -> GaussianDiffusion:
         """The same process on ``steps`` evenly spaced timesteps (for fast DDPM / DDIM sampling)."""
@@ -129,15 +140,20 @@ class GaussianDiffusion:
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         return self.timestep_map.to(t.device)[t].float()
 
+    def signal_noise(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) broadcast to ``like``: x_t = signal x0 + noise eps."""
+        signal = _gather(self.sqrt_alphas_cumprod, t, like)
+        return signal, _gather(self.sqrt_one_minus_alphas_cumprod, t, like)
+
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        ab = _gather(self.alphas_cumprod, t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        signal, sigma = self.signal_noise(t, x0)
+        return signal * x0 + sigma * noise
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
             return noise
-        ab = _gather(self.alphas_cumprod, t, x0)
-        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        signal, sigma = self.signal_noise(t, x0)
+        return signal * noise - sigma * x0
 
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample training loss (B,) at timesteps ``t`` with the given noise."""
@@ -175,10 +191,14 @@ class GaussianDiffusion:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert the prediction channels of a model output into (x0, epsilon) estimates."""
         pred = out[:, : x_t.shape[1]]
-        ab = _gather(self.alphas_cumprod, t, x_t)
         if self.prediction == "epsilon":
-            return (x_t - (1 - ab).sqrt() * pred) / ab.sqrt(), pred
-        return ab.sqrt() * x_t - (1 - ab).sqrt() * pred, (1 - ab).sqrt() * x_t + ab.sqrt() * pred
+            recip, recipm1 = (
+                _gather(self.sqrt_recip_alphas_cumprod, t, x_t),
+                _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t),
+            )
+            return recip * x_t - recipm1 * pred, pred
+        signal, sigma = self.signal_noise(t, x_t)
+        return signal * x_t - sigma * pred, sigma * x_t + signal * pred
 
     def p_mean_variance(
         self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
@@ -186,13 +206,11 @@ class GaussianDiffusion:
         """Mean and log-variance of p(x_{t-1} | x_t); learned variance interpolates beta and beta-tilde."""
         x0, _ = self.predict_x0_eps(out, x_t, t)
         mean, min_log = self.q_posterior(x0, x_t, t)
-        max_log = _gather(torch.log(self.betas), t, x_t)
         if self.learn_sigma:
+            max_log = _gather(self.log_betas, t, x_t)
             frac = (out[:, x_t.shape[1] :] + 1) / 2
             return mean, frac * max_log + (1 - frac) * min_log
-        # Fixed "large" variance (beta_t, with the posterior's at t=0) as DDPM uses for sampling.
-        fixed = torch.cat([self.posterior_variance[1:2], self.betas[1:]])
-        return mean, _gather(torch.log(fixed), t, x_t)
+        return mean, _gather(self.log_fixed_variance, t, x_t)
 
 
 class RectifiedFlow:

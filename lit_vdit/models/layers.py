@@ -79,24 +79,28 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
 
+def sincos_2d(dim: int, height: int, width: int) -> torch.Tensor:
+    """DiT / MAE's 2D sin-cos table (height*width, dim), tokens row-major: the first half of the
+    channels encodes the column (w), the second half the row (h), as ``get_2d_sincos_pos_embed``."""
+    if dim % 4:
+        raise ValueError(f"hidden size {dim} cannot be split into 2D sin-cos parts; use a multiple of 4")
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.cat([sincos_1d(dim // 2, columns), sincos_1d(dim // 2, rows)], dim=1)
+
+
 def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     """3D sin-cos position embedding for a (T, H, W) token grid, shape (T*H*W, dim), row-major.
 
-    About a quarter of the channels encode time and the rest is split evenly between height and width
-    (as in CogVideoX). For T=1 the spatial part is exactly the 2D embedding of DiT / MAE.
+    Every frame carries DiT's 2D table (:func:`sincos_2d`) over all ``dim`` channels, plus a
+    temporal sin-cos table over the same channels (added, as Latte adds its temporal embedding)
+    taken relative to frame 0, so that it is zero there: an image (T=1), and the first frame of any
+    clip, get exactly DiT's table, and an image-trained DiT transfers to video.
     """
-    if dim % 4:
-        raise ValueError(f"hidden size {dim} cannot be split into 3D sin-cos parts; use a multiple of 4")
     t, h, w = grid
-    dim_s = dim * 3 // 4 // 4 * 4
-    dim_t = dim - dim_s
-    gh, gw = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    spatial = torch.cat([sincos_1d(dim_s // 2, gh), sincos_1d(dim_s // 2, gw)], dim=1)  # (H*W, dim_s)
-    temporal = sincos_1d(dim_t, torch.arange(t)) if dim_t else torch.zeros(t, 0, dtype=torch.float64)
-    emb = torch.cat(
-        [temporal[:, None, :].expand(t, h * w, dim_t), spatial[None].expand(t, h * w, dim_s)], dim=2
-    )
-    return emb.reshape(t * h * w, dim).float()
+    spatial = sincos_2d(dim, h, w)  # (H*W, dim)
+    frames = torch.arange(t)
+    temporal = sincos_1d(dim, frames) - sincos_1d(dim, torch.zeros_like(frames))  # (T, dim), 0 at t=0
+    return (temporal[:, None, :] + spatial[None]).reshape(t * h * w, dim).float()
 
 
 class RotaryEmbedding3D(nn.Module):

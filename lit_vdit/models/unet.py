@@ -242,7 +242,7 @@ class VideoUNet(nn.Module):
         return self.y_embedder.null_class if self.y_embedder is not None else None
 
     def fsdp_units(self) -> list[nn.Module]:
-        """The stages, sharded one at a time by :func:`lit_vdit.parallel.apply_fsdp2`."""
+        """The stages, sharded and checkpointed one at a time by :func:`lit_vdit.parallel.parallelize`."""
         return [*self.down, self.mid, *self.up]
 
     def initialize_weights(self) -> None:

@@ -8,7 +8,6 @@ also where parallelism is applied (:mod:`lit_vdit.parallel`).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +16,13 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
 from lit_vdit.flops import denoiser_costs, vae_costs
 from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.models.vae import IdentityVAE, load_frozen_vae, vae_fingerprint
-from lit_vdit.parallel import apply_fsdp2
+from lit_vdit.modules.ema import EMA
+from lit_vdit.parallel import parallelize
 
 DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
 
@@ -42,13 +41,15 @@ class DiffusionModule(L.LightningModule):
         clip_shape, num_classes: video clip (C, T, H, W) and classes; None takes them from the DataModule.
         lr, weight_decay, betas: AdamW settings; ``warmup_steps`` of linear warm-up, then
             ``lr_schedule`` "constant" or "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``).
-        ema_decay: decay of the exponential moving average of the weights (0 disables EMA).
+        ema_decay: decay of the exponential moving average of the weights (0 disables EMA); the EMA
+            is kept and evaluated in float32 under any precision (:class:`~lit_vdit.modules.ema.EMA`).
         val_timesteps: fixed timesteps per validation clip for the low-variance validation loss.
         val_seed: seed of the fixed validation noise.
         sampler: sampler for ``predict``; None picks DDIM-50 or Euler-50 for the objective.
         guidance_scale: classifier-free guidance scale for ``predict``.
-        activation_checkpointing: under FSDP2 (``ModelParallelStrategy``), recompute each block's
-            activations in backward (``FSDPStrategy`` has its own ``activation_checkpointing_policy``).
+        activation_checkpointing: recompute each block's activations in backward instead of storing
+            them, under one device, DDP and FSDP2 alike (:func:`lit_vdit.parallel.parallelize`);
+            ``FSDPStrategy`` refuses it: use its ``activation_checkpointing_policy``.
     """
 
     def __init__(
@@ -86,12 +87,13 @@ class DiffusionModule(L.LightningModule):
         self.vae_fingerprint = vae_fingerprint(self.vae)  # of the weights as loaded, before any casting
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: nn.Module | None = None
-        self.ema: nn.Module | None = None
+        self.ema: EMA | None = None
         self.label_dropout: tuple[float, int] | None = None  # (probability, null class) drawn per sample
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
         self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
         self._noise_seed = 0
+        self._parallelized = False  # parallelize() applied to this denoiser
         if clip_shape is not None and num_classes is not None:
             self.build(tuple(clip_shape), num_classes)
 
@@ -137,6 +139,7 @@ class DiffusionModule(L.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed())
             self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
+        self._parallelized = False
         if self.objective.learn_sigma != getattr(self.denoiser, "learn_sigma", False):
             raise ValueError(
                 f"objective learn_sigma={self.objective.learn_sigma} but denoiser learn_sigma="
@@ -148,7 +151,7 @@ class DiffusionModule(L.LightningModule):
                 embedder.random_drop = False  # drawn per sample in training_noise instead
                 self.label_dropout = (embedder.dropout_prob, embedder.null_class)
         if self.hparams.ema_decay > 0:
-            self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+            self.ema = EMA(self.denoiser)
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
 
     def configure_model(self) -> None:
@@ -173,13 +176,23 @@ class DiffusionModule(L.LightningModule):
                 "configs/trainer/fsdp2_gpu.yaml (FSDP2 shards only the denoiser and its EMA; the frozen VAE "
                 "stays whole on every device) or DDP"
             )
-        if isinstance(strategy, ModelParallelStrategy) and not isinstance(self.denoiser, FSDPModule):
-            # The EMA copy gets the same sharding: its shards sit beside the parameter shards, are
-            # updated locally and saved in the distributed checkpoint with them.
-            precision = str(trainer.precision)
-            apply_fsdp2(self.denoiser, strategy.device_mesh, precision, self.hparams.activation_checkpointing)
-            if self.ema is not None:
-                apply_fsdp2(self.ema, strategy.device_mesh, precision)
+        if self.hparams.activation_checkpointing and isinstance(strategy, FSDPStrategy):
+            raise ValueError(
+                "activation_checkpointing under FSDPStrategy: set the strategy's own "
+                "activation_checkpointing_policy (e.g. {lit_vdit.models.dit.DiTBlock}) instead, or use "
+                "FSDP2 (configs/trainer/fsdp2_gpu.yaml), DDP or one device, where the module applies it"
+            )
+        if self._parallelized:
+            return  # configure_model runs again in every fit/validate/predict of the same module
+        self._parallelized = True
+        # FSDP2 shards the denoiser and its EMA alike: the EMA's shards sit beside the parameter
+        # shards, are updated locally and saved in the distributed checkpoint with them. The EMA
+        # never runs backward, so it gets no activation checkpointing.
+        mesh = strategy.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
+        precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
+        parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
+        if self.ema is not None and mesh is not None:
+            parallelize(self.ema.module, mesh, precision)
 
     # -- training ---------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -224,7 +237,9 @@ class DiffusionModule(L.LightningModule):
             uniform.append(torch.rand(1, generator=generator, device=x0.device))
         return torch.cat(timesteps), torch.stack(noise), torch.cat(uniform)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The batch's mean loss (``loss``, which Lightning scales by 1/accumulate_grad_batches for
+        backward) and its per-sample losses (``sample_losses``, unscaled: what ScalingRecorder averages)."""
         x0, y = self.encode(batch)
         if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
             self.samples_encoded += x0.shape[0] * self.trainer.world_size
@@ -232,7 +247,8 @@ class DiffusionModule(L.LightningModule):
         if self.label_dropout is not None and y is not None:
             probability, null_class = self.label_dropout
             y = torch.where(uniform < probability, torch.full_like(y, null_class), y)
-        loss = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t).mean()
+        sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t)
+        loss = sample_losses.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate "
@@ -241,7 +257,7 @@ class DiffusionModule(L.LightningModule):
         self.samples_seen += x0.shape[0] * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch loss
         self.log_dict(self.accounting(), reduce_fx="max")
-        return loss
+        return {"loss": loss, "sample_losses": sample_losses.detach()}
 
     def accounting(self) -> dict[str, float]:
         """Cumulative samples, tokens and training FLOPs seen by all processes: the denoiser's
@@ -262,12 +278,9 @@ class DiffusionModule(L.LightningModule):
         if self.ema is not None:
             self.update_ema()
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * params, on each process's own shards."""
-        ema_params = [p for p in self.ema.parameters()]
-        params = [p.detach() for p in self.denoiser.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.hparams.ema_decay)
+        """ema <- decay * ema + (1 - decay) * params, in float32, on each process's own shards."""
+        self.ema.update(self.denoiser, self.hparams.ema_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
