@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run for run, _ in planned]
     if args.launcher == "slurm":
         parameters = dict(item.split("=", 1) for item in args.slurm)
-        jobs = run_slurm(runs, out, slurm_executor(out / "slurm", **parameters))
+        jobs = run_slurm(planned, out, slurm_executor(out / "slurm", **parameters))
         print(f"submitted {len(jobs)} jobs: {' '.join(job.job_id for job in jobs)}")
         return 0
     states = run_local(runs, out, workers=args.workers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from typing import Any
 
 from experiments.grid import GridSpecError, Run, expand, resolve_key
@@ -15,21 +14,23 @@ ASSUMED_EFFICIENCY = 0.25
 
 
 def describe(run: Run) -> dict[str, Any]:
-    """Instantiate the run's config (no training) and measure its per-sample costs."""
-    from lit_vdit.cli import lightning_cli
+    """Resolve the run's config (no Trainer is built, no training) and measure its per-sample costs."""
+    from lit_vdit.cli import resolve_run, trainer_shape
 
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [*run.cli_args(), "--trainer.default_root_dir", tmp, "--trainer.logger", "false"]
-        cli = lightning_cli(args, run=False)
-        data, trainer, model = cli.datamodule, cli.trainer, cli.model
-        costs = model.describe(data.clip_shape, data.num_classes)
-    global_batch = data.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    cli = resolve_run(run.cli_args())
+    data, trainer = cli.datamodule, cli.config.trainer
+    costs = cli.model.describe(data.clip_shape, data.num_classes)
+    nodes, devices, accelerator = trainer_shape(trainer)
+    world_size = nodes * devices
     return {
         **costs,
-        "global_batch": global_batch,
+        "global_batch": data.batch_size * world_size * int(trainer.accumulate_grad_batches or 1),
         "max_steps": trainer.max_steps,
         "train_clips": data.train_size,
-        "world_size": trainer.world_size,
+        "world_size": world_size,
+        "num_nodes": nodes,
+        "devices_per_node": devices,
+        "accelerator": accelerator,
     }
 
 

@@ -122,22 +122,24 @@ def slurm_executor(folder: Path, cluster: str | None = None, **parameters: Any):
     return executor
 
 
-def job_shape(run: Run) -> dict[str, int]:
-    """SLURM job shape of a run: its ``trainer.num_nodes`` x ``trainer.devices``, one task per device.
+def job_shape(info: dict[str, Any]) -> dict[str, int]:
+    """SLURM job shape of a planned run (:func:`experiments.plan.describe`): the nodes and devices
+    per node of its resolved trainer config (the strategy YAML, then the overrides), one task per
+    device; GPUs per node for a GPU accelerator.
 
     Each task starts the run's process with SLURM's environment, from which Lightning's
     SLURMEnvironment takes the rank and world size.
     """
-    nodes = int(run.overrides.get("trainer.num_nodes", 1))
-    devices = int(run.overrides.get("trainer.devices", 1))
-    return {"nodes": nodes, "tasks_per_node": devices, "gpus_per_node": devices}
+    devices = int(info["devices_per_node"])
+    gpus = 0 if info["accelerator"] == "cpu" else devices
+    return {"nodes": int(info["num_nodes"]), "tasks_per_node": devices, "gpus_per_node": gpus}
 
 
-def sbatch_script(run: Run, grid_dir: Path, **slurm: Any) -> str:
-    """The sbatch file of a run, for review before submitting (submitit writes the same shape)."""
+def sbatch_script(run: Run, info: dict[str, Any], grid_dir: Path, **slurm: Any) -> str:
+    """The sbatch file of a planned run, for review before submitting (submitit writes the same shape)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    shape = job_shape(run)
+    shape = job_shape(info)
     return _make_sbatch_string(
         command=" ".join(fit_command(run, run_dir(grid_dir, run))),
         folder=str(grid_dir / "slurm"),
@@ -149,13 +151,13 @@ def sbatch_script(run: Run, grid_dir: Path, **slurm: Any) -> str:
     )
 
 
-def run_slurm(runs: list[Run], grid_dir: Path, executor) -> list[Any]:
-    """Submit every unfinished run as one job shaped by :func:`job_shape`; returns the submitit jobs."""
+def run_slurm(planned: list[tuple[Run, dict[str, Any]]], grid_dir: Path, executor) -> list[Any]:
+    """Submit every unfinished planned run as one job shaped by :func:`job_shape`; returns the jobs."""
     jobs = []
-    for run in runs:
+    for run, info in planned:
         if run_state(run_dir(grid_dir, run)) in ("pending", "failed"):
             if executor.cluster == "slurm":
-                executor.update_parameters(**job_shape(run))
+                executor.update_parameters(**job_shape(info))
             jobs.append(executor.submit(execute, run, run_dir(grid_dir, run)))
     return jobs
 

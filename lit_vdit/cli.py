@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -74,6 +75,61 @@ def lightning_cli(args: list[str], run: bool = True) -> VDiTCLI:
         )
     finally:
         sys.argv = saved
+
+
+class _ResolvingCLI(VDiTCLI):
+    """Builds the model and the DataModule of a run's config, not its Trainer."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> None:
+        return None
+
+
+def resolve_run(args: list[str]) -> VDiTCLI:
+    """A run's ``fit`` arguments (config files + overrides) resolved: ``.config`` (with ``.config.trainer``),
+    ``.model`` and ``.datamodule``. The Trainer is not built, so a GPU run's config resolves on a machine
+    without GPUs (a SLURM login node)."""
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the arguments come from ``args`` alone
+    try:
+        return _ResolvingCLI(
+            L.LightningModule,
+            VideoDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=False,
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    finally:
+        sys.argv = saved
+
+
+def trainer_shape(trainer: Any) -> tuple[int, int, str]:
+    """(nodes, devices per node, accelerator) of a resolved trainer config (``resolve_run().config.trainer``).
+
+    ``devices`` may be a count, a list or comma-separated string of device ids, or ``auto`` / -1,
+    which counts this machine's GPUs (one process on CPU): give a number when planning GPU jobs
+    on a machine without GPUs.
+    """
+    accelerator = str(trainer.accelerator)
+    devices = trainer.devices
+    if isinstance(devices, str) and "," in devices:
+        devices = [d for d in devices.split(",") if d.strip()]
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif str(devices).lstrip("-").isdigit() and int(devices) != -1:
+        count = int(devices)
+    elif accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        count = 1
+    elif torch.cuda.is_available():
+        count = torch.cuda.device_count()
+    else:
+        raise ValueError(
+            f"trainer.devices is {devices!r} with accelerator {accelerator!r} and this machine has no GPU to "
+            f"count: give the number of devices per node (--trainer.devices 8, or a `devices` grid axis)"
+        )
+    if count < 1:
+        raise ValueError(f"trainer.devices must name at least one device, got {trainer.devices!r}")
+    return int(trainer.num_nodes), count, accelerator
 
 
 def load_model_config(path: str) -> dict[str, Any]:

@@ -140,11 +140,11 @@ def test_submitit_local_executor_runs_a_grid_run(tmp_path, repo_root):
     from experiments.runner import run_dir, run_slurm, slurm_executor
 
     path = write_spec(tmp_path, repo_root, {"preset": ["T0"]})
-    runs = expand(load_spec(path))
+    planned = plan(load_spec(path))
     executor = slurm_executor(tmp_path / "submitit", cluster="local", timeout_min=10)
-    jobs = run_slurm(runs, tmp_path / "grid", executor)
+    jobs = run_slurm(planned, tmp_path / "grid", executor)
     assert [job.result() for job in jobs] == ["done"]
-    assert run_state(run_dir(tmp_path / "grid", runs[0])) == "done"
+    assert run_state(run_dir(tmp_path / "grid", planned[0][0])) == "done"
 
 
 def test_multinode_fsdp_sbatch_script(tmp_path, repo_root):
@@ -155,8 +155,9 @@ def test_multinode_fsdp_sbatch_script(tmp_path, repo_root):
         repo_root,
         {"preset": ["T0"], "strategy": ["fsdp_gpu"], "trainer.num_nodes": [2], "devices": [8]},
     )
-    run = expand(load_spec(path))[0]
-    script = sbatch_script(run, tmp_path / "grid", partition="gpu", time=600)
+    [(run, info)] = plan(load_spec(path))  # a GPU grid plans on this GPU-less machine (a login node)
+    assert info["world_size"] == 16
+    script = sbatch_script(run, info, tmp_path / "grid", partition="gpu", time=600)
     for line in (
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks-per-node=8",
@@ -167,3 +168,27 @@ def test_multinode_fsdp_sbatch_script(tmp_path, repo_root):
     assert "srun" in script
     assert "fsdp_gpu.yaml" in script and "--trainer.num_nodes 2" in script and "--trainer.devices 8" in script
     assert f"runs/{run.run_id}" in script
+
+
+@pytest.mark.parametrize(
+    ("strategy", "overrides", "shape"),
+    [
+        ("fsdp2_gpu", {}, {"nodes": 1, "tasks_per_node": 8, "gpus_per_node": 8}),  # devices: 8 in its YAML
+        ("fsdp2_gpu", {"trainer.num_nodes": [2]}, {"nodes": 2, "tasks_per_node": 8, "gpus_per_node": 8}),
+        ("ddp_cpu", {}, {"nodes": 1, "tasks_per_node": 2, "gpus_per_node": 0}),
+    ],
+)
+def test_job_shape_comes_from_the_resolved_trainer_config(tmp_path, repo_root, strategy, overrides, shape):
+    from experiments.runner import job_shape
+
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0"], "strategy": [strategy], **overrides})
+    [(_, info)] = plan(load_spec(path))
+    assert job_shape(info) == shape
+    assert info["world_size"] == shape["nodes"] * shape["tasks_per_node"]
+    assert info["global_batch"] == 4 * info["world_size"]
+
+
+def test_devices_auto_on_a_machine_without_gpus_asks_for_a_number(tmp_path, repo_root):
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0"], "strategy": ["ddp_gpu"]})
+    with pytest.raises(ValueError, match=r"trainer.devices is 'auto'.*--trainer.devices 8"):
+        plan(load_spec(path))
