@@ -12,7 +12,8 @@ from test_video_data import CLASSES, write_video
 
 from lit_vdit.cli import main as cli_main
 from lit_vdit.data import LatentDataModule, SyntheticDataModule, VideoFolderDataModule
-from lit_vdit.data.latents import build_cache, main
+from lit_vdit.data.datamodule import fingerprint
+from lit_vdit.data.latents import SourceVideosUnavailableError, build_cache, main
 from lit_vdit.io import sha256_file
 from lit_vdit.models.vae import IdentityVAE, load_frozen_vae
 
@@ -154,3 +155,38 @@ def test_fit_from_latent_cache_equals_fit_from_videos_and_other_vae_is_refused(r
     other_vae = '{"class_path": "lit_vdit.models.vae.CausalVideoVAE", "init_args": {"latent_channels": 3, "spatial_compression": 1, "temporal_compression": 1, "base_channels": 8, "channel_mult": [1]}}'  # noqa: E501
     with pytest.raises(ValueError, match="encoded by another VAE"):
         fit(tmp_path / "c", [*latent_data, "--model.init_args.vae", other_vae])
+
+
+def test_fid_of_a_latent_cache_run_compares_with_the_source_videos(repo_root, videos, tmp_path):
+    """A run trained from a latent cache is scored against the videos the cache was encoded from
+    (recorded in meta.json), never against latents or VAE reconstructions; when they moved, one
+    error names the path and the fix (source_root)."""
+    os.chdir(repo_root)
+    main(cache_args(videos, tmp_path / "latents"))
+    latent_data = [
+        "--data", "configs/data/latent_cache.yaml", "--data.init_args.cache_dir", str(tmp_path / "latents"),
+        *CLIP, "--data.init_args.frame_interval", "1", "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0",
+    ]  # fmt: skip
+    fit(tmp_path / "run", latent_data)
+
+    def evaluate(out, *extra):
+        cli_main(
+            ["eval", "--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
+             "--model", "configs/model/dit_demo.yaml", "--model.init_args.denoiser.init_args.preset", "T0",
+             "--model.init_args.sampler.init_args.steps", "2", *latent_data, "--metrics", "fid",
+             "--num-videos", "2", "--batch-size", "2", "--cache-dir", str(tmp_path / "features"),
+             "--out", str(out), *extra]
+        )  # fmt: skip
+        return json.loads(out.read_text())["fid"]
+
+    fid = evaluate(tmp_path / "eval.json")
+    source = VideoFolderDataModule(str(videos), frames=4, height=16, width=16, val_clips=2)
+    assert fid["protocol"]["dataset"] == "VideoFolderDataModule" and fid["protocol"]["num_real"] == 2
+    assert fid["protocol"]["dataset_id"] == fingerprint(source.identity("val"))
+    moved = videos.rename(tmp_path / "moved")
+    with pytest.raises(SourceVideosUnavailableError, match=rf"root '{videos}'.*--data.init_args.source_root"):
+        evaluate(tmp_path / "eval_missing.json")
+    again = evaluate(tmp_path / "eval_moved.json", "--data.init_args.source_root", str(moved))
+    assert again["protocol"]["dataset_id"] != fid["protocol"]["dataset_id"]  # another folder: features anew
+    assert again["value"] == pytest.approx(fid["value"], rel=1e-5)  # from the same videos

@@ -2,10 +2,16 @@
 
 Batches are ``{"video": (B, C, T, H, W) in [-1, 1], "label": (B,)}``. Each DataModule exposes
 ``clip_shape`` (C, T, H, W), ``num_classes`` and ``train_size`` (unique training clips: the data
-budget), which the DiffusionModule reads when it builds its model.
+budget), which the DiffusionModule reads when it builds its model, and for sample-quality metrics
+``real_videos(split)`` (the real clips generated videos are compared with) and ``identity(split)``
+(what distinguishes those clips from another dataset's, part of every metric's protocol).
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
 
 import lightning as L
 import torch
@@ -57,6 +63,8 @@ class VideoDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
+    frame_interval: int = 1  # video frames between two clip frames (video folders set theirs)
+
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
         raise NotImplementedError
@@ -68,6 +76,19 @@ class VideoDataModule(L.LightningDataModule):
     @property
     def train_size(self) -> int:
         raise NotImplementedError
+
+    def identity(self, split: str) -> dict[str, Any]:
+        """What identifies the real clips of ``split`` ("train" or "val") beyond their shape: the source
+        and its content (root, split files, a fingerprint of the clip list). Hashed into each metric's
+        protocol and into the real-feature cache key, so two datasets never share either."""
+        raise NotImplementedError
+
+    def real_videos(self, split: str) -> Dataset:
+        """The real clips of ``split`` as ``{"video": (3, T, H, W) in [-1, 1], ...}`` items, in a fixed
+        order: what FVD / FID compare generated videos with."""
+        if self.train_set is None or self.val_set is None:
+            self.setup("validate")
+        return self.val_set if split == "val" else self.train_set
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it."""
@@ -151,6 +172,11 @@ class SyntheticDataModule(VideoDataModule):
     def train_size(self) -> int:
         return len(self._dataset("train", self.num_clips))
 
+    def identity(self, split: str) -> dict[str, Any]:
+        # Clip i of a split is fixed by (seed, split, i, shape, classes): the count is the protocol's.
+        classes = self._num_classes
+        return {"source": type(self).__name__, "split": split, "seed": self.seed, "num_classes": classes}
+
     def _dataset(self, split: str, num_clips: int | None) -> SyntheticVideoDataset:
         return SyntheticVideoDataset(
             num_clips, self.frames, self.height, self.width, self._num_classes, seed=self.seed, split=split
@@ -159,3 +185,8 @@ class SyntheticDataModule(VideoDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._dataset("train", self.num_clips)
         self.val_set = self._dataset("val", self.val_clips)
+
+
+def fingerprint(items: Any) -> str:
+    """Short stable hash of JSON-able data (a clip list, an identity)."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.synthetic import UNBOUNDED_CLIPS
+from lit_vdit.data.video import VideoDecodeError
 from lit_vdit.io import atomic_write_json, sha256_file
 from lit_vdit.models.vae import IdentityVAE, vae_fingerprint
 
@@ -37,6 +38,10 @@ META = "meta.json"
 FORMAT = 1
 SPLITS = ("train", "val")
 LOADER_ARGS = ("batch_size", "val_batch_size", "num_workers", "num_predict")
+
+
+class SourceVideosUnavailableError(FileNotFoundError):
+    """The videos a latent cache was encoded from cannot be read (needed as real clips for FVD / FID)."""
 
 
 def load_vae(spec: str) -> tuple[nn.Module, str]:
@@ -204,6 +209,9 @@ class LatentDataModule(VideoDataModule):
         val_clips: validation clips; None for all.
         vae: expected VAE checkpoint (or ``identity``): its sha256 must be the cache's.
         frames, frame_interval, height, width: expected clip setup.
+        source_root: where the source videos are now, if they moved since the cache was built.
+            FVD / FID compare generated videos with the source videos the cache was encoded from
+            (its data config is in meta.json), never with VAE reconstructions.
     """
 
     def __init__(
@@ -221,9 +229,12 @@ class LatentDataModule(VideoDataModule):
         num_workers: int = 0,
         num_predict: int = 8,
         seed: int = 0,
+        source_root: str | None = None,
     ) -> None:
         super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
         self.cache_dir = cache_dir
+        self.source_root = source_root
+        self._source: VideoDataModule | None = None
         self.meta = read_meta(cache_dir)
         setup = self.meta["setup"]
         _, t, h, w = setup["clip_shape"]
@@ -263,6 +274,44 @@ class LatentDataModule(VideoDataModule):
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
         return tuple(self.meta["setup"]["clip_shape"])
+
+    @property
+    def frame_interval(self) -> int:
+        return int(self.meta["setup"]["frame_interval"])
+
+    def source(self) -> VideoDataModule:
+        """The DataModule the cache was encoded from (its config in meta.json), set up."""
+        if self._source is None:
+            config = json.loads(json.dumps(self.meta["setup"]["data"]))
+            if self.source_root is not None:
+                config.setdefault("init_args", {})["root"] = self.source_root
+            parser = ArgumentParser(exit_on_error=False)
+            parser.add_subclass_arguments(VideoDataModule, "data")
+            source = parser.instantiate_classes(parser.parse_object({"data": config})).data
+            try:
+                source.prepare_data()
+                source.setup("validate")
+            except (OSError, ValueError, VideoDecodeError) as error:
+                root = config.get("init_args", {}).get("root")
+                raise SourceVideosUnavailableError(
+                    f"the latent cache {self.cache_dir} was encoded from {config.get('class_path')} "
+                    f"(root {root!r}); FVD / FID compare generated videos with those source videos, not "
+                    f"with VAE reconstructions, and they cannot be read: {error}. Make them readable at "
+                    f"{root!r}, or give their current folder with --data.init_args.source_root PATH"
+                ) from error
+            self._source = source
+        return self._source
+
+    def identity(self, split: str) -> dict[str, Any]:
+        return self.source().identity(split)
+
+    def real_videos(self, split: str) -> Dataset:
+        """The first clips of the source's ``split``, as many as this cache's split holds: the
+        cache holds their latents, in the same order."""
+        if self.train_set is None or self.val_set is None:
+            self.setup("validate")
+        count = len(self.val_set if split == "val" else self.train_set)
+        return Subset(self.source().real_videos(split), range(count))
 
     @property
     def num_classes(self) -> int:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.data.datamodule import VideoDataModule, fingerprint
 from lit_vdit.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,19 @@ class VideoFolderDataModule(VideoDataModule):
                 f"{clip_span(self.frames, self.frame_interval)} frames; add videos or shorten the clips"
             )
         return train_clips[: self.num_clips], val_clips[: self.val_clips], classes
+
+    def identity(self, split: str) -> dict[str, Any]:
+        train, val, _ = self.clips()
+        root = self.val_root if split == "val" and self.val_root else self.root
+        chosen = val if split == "val" else train
+        clips = [[c.video, c.frames, c.segment, c.segments, c.label] for c in chosen]
+        return {
+            "source": type(self).__name__,
+            "split": split,
+            "root": str(Path(root).resolve()),
+            "split_files": [str(Path(self.split_dir).resolve()), self.split] if self.split_dir else None,
+            "clips": fingerprint(clips),  # videos, their frame counts (the index) and segments
+        }
 
     def _class_of(self, rel: str) -> str:
         parts = Path(rel).parts

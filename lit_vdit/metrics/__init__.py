@@ -25,7 +25,7 @@ Values are only comparable when their protocols are equal: :func:`check_same_pro
 :class:`ProtocolMismatchError` otherwise, and ``<metric>_protocol`` ids let tables group by protocol.
 """
 
-from lit_vdit.metrics.evaluate import check_protocol_feasible, compute_video_metrics, metrics_row
+from lit_vdit.metrics.evaluate import Shard, check_protocol_feasible, compute_video_metrics, metrics_row
 from lit_vdit.metrics.frechet import (
     feature_stats,
     frechet_distance,
@@ -41,6 +41,7 @@ __all__ = [
     "INCEPTION_ENV",
     "Protocol",
     "ProtocolMismatchError",
+    "Shard",
     "WeightsNotFoundError",
     "check_protocol_feasible",
     "check_same_protocol",

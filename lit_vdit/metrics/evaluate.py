@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,45 @@ METRIC_FEATURE = {
 }
 _EXTRACTORS = {I3D_NETWORK: I3DFeatures, INCEPTION_NETWORK: FrameFeatures}
 I3D_MIN_FRAMES = 9  # the I3D's final (2, 7, 7) pool needs 2 time steps after three stride-2 stages
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One process's part of an evaluation on ``world`` processes.
+
+    Each process takes a contiguous block of each clip set (:meth:`indices`), extracts its
+    features, and :meth:`gather` puts the blocks back together in order on every process, so the
+    value equals a single process's and N processes generate ~1/N of the videos each. Blocks are
+    equal (a collective sharded forward needs the same number of batches everywhere): the last
+    ones may run past the set, and those padding clips are dropped after the gather.
+
+    Args:
+        rank, world: this process and the number of processes.
+        all_gather: ``(n, ...) -> (world, n, ...)`` across processes (e.g. a Lightning strategy's
+            ``all_gather``); unused on one process.
+    """
+
+    rank: int = 0
+    world: int = 1
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"Shard: rank {self.rank} outside a world of {self.world} processes")
+        if self.world > 1 and self.all_gather is None:
+            raise ValueError("Shard: several processes need an all_gather")
+
+    def indices(self, total: int) -> range:
+        """This process's block of a set of ``total`` clips (indices >= total are padding)."""
+        per = -(-total // self.world)
+        return range(self.rank * per, (self.rank + 1) * per)
+
+    def gather(self, features: np.ndarray, total: int) -> np.ndarray:
+        """Every process's block of features, in order, without the padding: (total, ...)."""
+        if self.world == 1:
+            return features[:total]
+        stacked = self.all_gather(torch.from_numpy(np.ascontiguousarray(features)))
+        return stacked.cpu().numpy().reshape(-1, *features.shape[1:])[:total]
 
 
 @contextlib.contextmanager
@@ -123,6 +163,7 @@ def compute_video_metrics(
     inception_path: str | Path | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
+    shard: Shard | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Compute ``metrics`` of ``fake_clips`` against ``real_clips`` under ``protocol``.
 
@@ -130,8 +171,12 @@ def compute_video_metrics(
     exactly ``protocol.num_real`` / ``num_fake`` clips are read from each iterable (it may be a lazy
     generator: it is not advanced past that). Real features are cached in ``cache_dir`` per dataset +
     protocol + network; with a cache hit ``real_clips`` is not touched and may be ``None``.
+    On several processes (``shard``) each iterable holds only this process's block of clips
+    (``shard.indices(protocol.num_real)`` / ``num_fake``); every process returns the same values, and
+    the first process writes the cache.
     Returns {metric: {"value": float[, "std": float], "protocol": flat dict}}.
     """
+    shard = shard or Shard()
     metrics = tuple(dict.fromkeys(metrics))
     weights = check_weights_available(metrics, i3d_path, inception_path)  # fails before any sampling
     check_protocol_feasible(metrics, protocol)
@@ -158,13 +203,17 @@ def compute_video_metrics(
                 f"real_clips is None and no cached real features for {sorted(missing)} in {cache_dir}"
             )
         todo = {net: nets[net] for net in missing}
-        real |= extract_features(real_clips, protocol.num_real, todo, real_keys, protocol, device, batch_size)
-        if cache_dir:
+        local = len(shard.indices(protocol.num_real))
+        own = extract_features(real_clips, local, todo, real_keys, protocol, device, batch_size)
+        real |= _gathered(own, shard, protocol.num_real)
+        if cache_dir and shard.rank == 0:
             for net, p in missing.items():
                 save_features(cache_path(cache_dir, p), real[net], p)
 
     fake_keys = _needed_features(metrics, real_side=False)
-    fake = extract_features(fake_clips, protocol.num_fake, nets, fake_keys, protocol, device, batch_size)
+    local = len(shard.indices(protocol.num_fake))
+    own = extract_features(fake_clips, local, nets, fake_keys, protocol, device, batch_size)
+    fake = _gathered(own, shard, protocol.num_fake)
 
     results: dict[str, dict[str, Any]] = {}
     for m in metrics:
@@ -180,6 +229,12 @@ def compute_video_metrics(
             res = {"value": mean, "std": std}
         results[m] = res | {"protocol": p.to_dict()}
     return results
+
+
+def _gathered(
+    features: dict[str, dict[str, np.ndarray]], shard: Shard, total: int
+) -> dict[str, dict[str, np.ndarray]]:
+    return {net: {k: shard.gather(v, total) for k, v in d.items()} for net, d in features.items()}
 
 
 def metrics_row(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 _KID_FIELDS = ("kid_subset_size", "kid_subsets")
 _REAL_FIELDS = (
     "dataset",
+    "dataset_id",
     "real_split",
     "num_real",
     "frames",
@@ -40,6 +41,9 @@ class ProtocolMismatchError(ValueError):
 class Protocol:
     """How a metric value was computed. Fields left at defaults are part of the protocol too.
 
+    ``dataset``: the source's name; ``dataset_id``: a hash of its identity (root, split files, clip
+    list: :meth:`lit_vdit.data.VideoDataModule.identity`), so two datasets with equal settings never
+    share a protocol id or cached real features.
     ``frames`` and ``stride``: clip length fed to the metric and the frame stride the clips were sampled
     with; ``resolution``: clip height x width before the network's own resize ("64x64").
     ``metric``, ``network``, ``weights_sha256`` and ``resize`` are filled in per metric by
@@ -47,6 +51,7 @@ class Protocol:
     """
 
     dataset: str
+    dataset_id: str = ""
     real_split: str = "train"
     num_real: int = 2048
     num_fake: int = 2048

@@ -341,7 +341,9 @@ class DiffusionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loader = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
-        clip_ids = self.global_positions(batch_idx, loader.batch_size, len(batch["label"]))
+        # Under DDP Lightning re-creates the loader around a batch sampler (its batch_size is None).
+        batch_size = loader.batch_size or loader.batch_sampler.batch_size
+        clip_ids = self.global_positions(batch_idx, batch_size, len(batch["label"]))
         for name, loss in self.validation_losses(batch, clip_ids).items():
             self.log(f"val/loss_{name}", loss.mean(), batch_size=loss.numel(), sync_dist=True)
 
