@@ -104,3 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     failed_ids = ": " + " ".join(failed) if failed else ""
     print(f"ran {len(states)} runs, {len(failed)} failed{failed_ids}; table {out / 'runs.csv'}")
     return 1 if failed else 0
+
+
+def bench_main(argv: list[str]) -> int:
+    """``lit-vdit bench unet-vs-dit ...``: the benchmarks of model families."""
+    if argv[:1] != ["unet-vs-dit"]:
+        raise SystemExit("lit-vdit bench: name a benchmark: unet-vs-dit")
+    from experiments.bench_unet_vs_dit import main as unet_vs_dit
+
+    return unet_vs_dit(argv[1:])

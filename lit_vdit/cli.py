@@ -2,9 +2,11 @@
 
 ``fit | validate | test | predict`` go through LightningCLI with the YAMLs in ``configs/``
 (``--config``, ``--model``, ``--data``, ``--trainer``, ``--print_config``, class_path/init_args).
-``info`` prints a model's parameters and FLOPs without training; ``eval`` computes FVD / FID of a
-checkpoint; ``grid`` runs scaling grids; ``cache-latents`` encodes a dataset once with a frozen VAE;
-``analyze`` runs the analysis package; ``demo`` runs the demo.
+The other subcommands are registered as entry points (pyproject.toml, group ``lit_vdit.commands``):
+``info`` prints a model's parameters and FLOPs without training, ``eval`` computes FVD / FID of a
+checkpoint and ``cache-latents`` encodes a dataset once with a frozen VAE (this package); ``grid``,
+``demo`` and ``bench`` come from ``experiments`` and ``analyze`` from ``analysis``, which sit above
+or beside this package and are never imported by it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,13 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_vdit.checkpoint_io import AtomicCheckpointIO
 from lit_vdit.data import VideoDataModule
+
+COMMANDS = "lit_vdit.commands"  # entry-point group of the subcommands beside LightningCLI's
 
 
 class VDiTCLI(LightningCLI):
@@ -57,8 +62,9 @@ class VDiTCLI(LightningCLI):
         return trainer
 
 
-def lightning_cli(args: list[str], run: bool = True) -> VDiTCLI:
-    """LightningCLI on ``args`` (a subcommand and its options when ``run``)."""
+def lightning_cli(args: list[str], run: bool = True, save_config: bool = True) -> VDiTCLI:
+    """LightningCLI on ``args`` (a subcommand and its options when ``run``); ``save_config`` writes
+    the resolved config.yaml into the run directory (off for commands that only read a run)."""
     # While it runs, sys.argv says the same as ``args``: Lightning's launcher starts the other
     # processes of a multi-device run by re-running sys.argv.
     saved, sys.argv = sys.argv, [sys.argv[0], *args]
@@ -70,6 +76,7 @@ def lightning_cli(args: list[str], run: bool = True) -> VDiTCLI:
             subclass_mode_data=True,
             args=args,
             run=run,
+            save_config_callback=SaveConfigCallback if save_config else None,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"parser_mode": "omegaconf"},
         )
@@ -183,35 +190,21 @@ def info_main(argv: list[str]) -> int:
     return 0
 
 
+def registered_commands() -> dict[str, EntryPoint]:
+    """The subcommands installed packages register (entry points of the group ``lit_vdit.commands``):
+    lit_vdit's own (info, eval, cache-latents) and those of the layers above it (grid, demo, bench,
+    analyze), which this dispatcher loads by name only, never imports."""
+    return {ep.name: ep for ep in entry_points(group=COMMANDS)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else ""
-    if command == "info":
-        return info_main(args[1:])
-    if command == "analyze":
-        from analysis.cli import main as analyze_main
-
-        return analyze_main(args[1:])
-    if command == "bench" and args[1:2] == ["unet-vs-dit"]:
-        from experiments.bench_unet_vs_dit import main as bench_main
-
-        return bench_main(args[2:])
-    if command == "eval":
-        from lit_vdit.evaluation import main as eval_main
-
-        return eval_main(args[1:])
-    if command == "cache-latents":
-        from lit_vdit.data.latents import main as cache_latents_main
-
-        return cache_latents_main(args[1:])
-    if command == "grid":
-        from experiments.cli import main as grid_main
-
-        return grid_main(args[1:])
-    if command == "demo":
-        from lit_vdit.demo import main as demo_main
-
-        return demo_main(args[1:])
+    commands = registered_commands()
+    if command in commands:
+        return commands[command].load()(args[1:])
+    if command in ("", "-h", "--help"):
+        print(f"lit-vdit {{fit,validate,test,predict}} (LightningCLI) or {{{','.join(sorted(commands))}}}")
     lightning_cli(args)
     return 0
 

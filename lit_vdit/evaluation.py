@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         ["--model", args.model, "--data", args.data, *trainer, "--trainer.logger", "false",
          "--trainer.enable_progress_bar", "false", *overrides, "--trainer.callbacks+", json.dumps(callback)],
         run=False,
+        save_config=False,  # eval reads a run: no config.yaml written into the working directory
     )  # fmt: skip
     with warnings.catch_warnings():
         # Lightning asks for the callbacks of the training run, whose state eval does not need.

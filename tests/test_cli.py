@@ -221,3 +221,13 @@ def test_info_prints_params_and_flops_as_json(repo_root, capsys):
     assert info["tokens_per_sample"] == 4 * 8 * 8
     assert info["params_total"] > info["params_trainable"] > 0
     assert info["flops_train_step"] > 2.5 * info["flops_forward"] > 0
+
+
+def test_every_subcommand_is_registered_and_loads():
+    """`lit-vdit` finds the subcommands of every layer through entry points, importing none of them."""
+    from lit_vdit.cli import registered_commands
+
+    commands = registered_commands()
+    assert set(commands) == {"info", "eval", "cache-latents", "grid", "demo", "bench", "analyze"}
+    for entry in commands.values():
+        assert callable(entry.load())

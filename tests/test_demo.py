@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 import yaml
 
-from lit_vdit.demo import main as demo_main
+from experiments.demo import main as demo_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -129,6 +129,7 @@ def test_eval_command_on_a_checkpoint(repo_root, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["fid"]["value"] > 0 and result["fid"]["protocol"]["metric"] == "fid"
     assert any((tmp_path / "cache").iterdir())  # real features cached for the next evaluation
+    assert not os.path.exists(os.path.join(repo_root, "config.yaml"))  # eval writes no run config here
 
 
 def test_two_folders_with_equal_settings_have_their_own_protocol_and_feature_cache(tmp_path, monkeypatch):
