@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from experiments.grid import GridSpecError, Run, expand, resolve_key
-from lit_vdit.flops import matmul_flops_per_second
+from lit_vdit.flops import matmul_flops_per_second, six_nd
 
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
 # ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
@@ -79,7 +79,7 @@ def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
                     "samples": samples,
                     "tokens": samples * info["tokens_per_sample"],
                     "flops": flops,
-                    "flops_6nd": 6.0 * info["params_non_embedding"] * samples * info["tokens_per_sample"],
+                    "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
                     "est_wall_s": math.ceil(flops / rate),
                 },
             )

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.utils.data import DataLoader, Subset
 
+from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.video_io import write_video
 
@@ -91,15 +92,11 @@ class ScalingRecorder(Callback):
     Args:
         eval_points: number of log-spaced evaluation steps (the final step is always evaluated).
         out_dir: where to write; defaults to the trainer's ``default_root_dir``.
-        run_info: extra fields stored in every row and in result.json (run id, preset, config hash...).
     """
 
-    def __init__(
-        self, eval_points: int = 10, out_dir: str | None = None, run_info: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, eval_points: int = 10, out_dir: str | None = None) -> None:
         self.eval_points = eval_points
         self.out_dir = out_dir
-        self.run_info = dict(run_info or {})
         self.rows: list[dict[str, Any]] = []
         self.train_time = 0.0
         self._loss_sum = 0.0
@@ -161,7 +158,6 @@ class ScalingRecorder(Callback):
         # Mean train loss over the samples of every step since the last point, on all processes.
         loss_sum, loss_count = self.pending_loss(trainer, pl_module)
         row = {
-            **self.run_info,
             "step": trainer.global_step,
             **pl_module.accounting(),
             "train_loss": loss_sum / max(loss_count, 1),
@@ -183,9 +179,8 @@ class ScalingRecorder(Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(out / "metrics.csv", buffer.getvalue())
-        strategy = trainer.strategy
+        strategy, data = trainer.strategy, trainer.datamodule
         result = {
-            **self.run_info,
             "finished": trainer.global_step >= trainer.max_steps,
             "final": self.rows[-1],
             "costs": pl_module.costs,
@@ -195,8 +190,8 @@ class ScalingRecorder(Callback):
             "strategy": type(strategy).__name__,
             "precision": str(trainer.precision),
             "world_size": trainer.world_size,
-            "batch_size_per_device": getattr(trainer.datamodule, "batch_size", None),
-            "train_clips": getattr(trainer.datamodule, "train_size", None),
+            "batch_size_per_device": data.batch_size if isinstance(data, VideoDataModule) else None,
+            "train_clips": data.train_size if isinstance(data, VideoDataModule) else None,
             **environment(),
         }
         atomic_write_json(out / "result.json", result)

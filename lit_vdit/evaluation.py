@@ -54,7 +54,7 @@ def run_protocol(
         stride=datamodule.frame_interval,
         resolution=f"{height}x{width}",
         sampler=type(module.sampler).__name__,
-        steps=getattr(module.sampler, "steps", 0),
+        steps=module.sampler.steps,
         guidance=module.hparams.guidance_scale,
         kid_subset_size=min(1000, num_videos, reals),
     )

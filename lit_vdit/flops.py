@@ -14,6 +14,9 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from lit_vdit.diffusion import Objective
+from lit_vdit.models.denoiser import Denoiser, check_denoiser
+
 aten = torch.ops.aten
 
 
@@ -50,8 +53,8 @@ def six_nd(params: int, tokens: float) -> float:
 
 
 def denoiser_costs(
-    build: Callable[[], torch.nn.Module],
-    objective: Any,
+    build: Callable[[], Denoiser],
+    objective: Objective,
     input_shape: tuple[int, int, int, int],
     num_classes: int,
 ) -> dict[str, int]:
@@ -64,7 +67,8 @@ def denoiser_costs(
         model = build()
     params_total = sum(p.numel() for p in model.parameters())
     params_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    embedding = model.embedding_parameters() if hasattr(model, "embedding_parameters") else 0
+    check_denoiser(model)
+    embedding = model.embedding_parameters()
     x = torch.zeros(1, *input_shape, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta") if num_classes else None
     t = objective.sample_timesteps(1, torch.device("cpu")).to("meta")
@@ -74,14 +78,13 @@ def denoiser_costs(
 
     flops_forward = count_flops(lambda: model_fn(x, objective.model_time(t)))
     flops_train = count_flops(lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward())
-    channels, frames, height, width = input_shape
     return {
         "params_total": params_total,
         "params_trainable": params_trainable,
         "params_non_embedding": params_total - embedding,
         "flops_forward": flops_forward,
         "flops_train_step": flops_train,
-        "tokens_per_sample": int(getattr(model, "num_tokens", frames * height * width)),
+        "tokens_per_sample": int(model.num_tokens),
     }
 
 

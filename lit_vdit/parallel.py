@@ -15,14 +15,7 @@ from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-
-def fsdp_units(model: nn.Module) -> list[nn.Module]:
-    """Submodules sharded (all-gathered, freed) one at a time: ``model.fsdp_units()`` if the model
-    defines it (VideoUNet: its stages), else the entries of its ``blocks`` ModuleList (VideoDiT)."""
-    if hasattr(model, "fsdp_units"):
-        return list(model.fsdp_units())
-    blocks = getattr(model, "blocks", None)
-    return list(blocks) if isinstance(blocks, nn.ModuleList) else []
+from lit_vdit.models.denoiser import Denoiser
 
 
 def mixed_precision_policy(precision: str) -> MixedPrecisionPolicy:
@@ -53,14 +46,14 @@ def data_parallel_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
 
 
 def parallelize(
-    model: nn.Module,
+    model: Denoiser,
     device_mesh: DeviceMesh | None = None,
     precision: str = "32-true",
     activation_checkpointing: bool = False,
 ) -> nn.Module:
     """Apply activation checkpointing and, given a mesh, FSDP2 sharding to ``model`` in place.
 
-    The units are those of :func:`fsdp_units` (DiT blocks, U-Net stages). With activation
+    The units are the denoiser's ``fsdp_units()`` (DiT blocks, U-Net stages). With activation
     checkpointing each unit's activations are recomputed in backward instead of stored (PyTorch's
     composable ``checkpoint``, which works alone, under DDP and under FSDP2). With a mesh each unit
     is sharded with ``fully_shard``, then the rest of the model as the root.
@@ -72,13 +65,10 @@ def parallelize(
         precision: the Trainer's precision flag, see :func:`mixed_precision_policy`.
         activation_checkpointing: recompute each unit's activations in backward instead of storing them.
     """
-    units = fsdp_units(model)
+    units = model.fsdp_units()
     if activation_checkpointing:
         if not units:
-            raise ValueError(
-                f"activation_checkpointing: {type(model).__name__} has no blocks to checkpoint (define "
-                f"fsdp_units() or a `blocks` ModuleList)"
-            )
+            raise ValueError(f"activation_checkpointing: {type(model).__name__}.fsdp_units() names no blocks")
         for unit in units:
             checkpoint(unit)
     if device_mesh is None:

@@ -111,3 +111,24 @@ def test_bad_shapes_name_the_setting():
         VideoDiT((3, 4, 32, 32), preset="T1", num_heads=5)
     with pytest.raises(ValueError, match="unknown DiT preset"):
         VideoDiT((3, 4, 32, 32), preset="XXL/2")
+
+
+def test_the_denoisers_implement_the_interface_and_others_are_refused_by_name():
+    from torch import nn
+
+    from lit_vdit.models import Denoiser
+    from lit_vdit.models.unet import VideoUNet
+    from lit_vdit.modules import DiffusionModule
+
+    assert isinstance(VideoDiT((3, 2, 8, 8), preset="T0"), Denoiser)
+    assert isinstance(VideoUNet((3, 2, 8, 8), num_classes=4, preset="U0"), Denoiser)
+
+    class Plain(nn.Module):
+        learn_sigma = False
+
+        def forward(self, x, t, y=None):
+            return x
+
+    missing = r"Plain does not implement .*Denoiser \(missing \['num_tokens', 'null_class'"
+    with pytest.raises(TypeError, match=missing):
+        DiffusionModule(lambda shape, classes: Plain(), clip_shape=(3, 2, 8, 8), num_classes=0)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from lightning.pytorch.strategies import DDPStrategy
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from lit_vdit.callbacks import validation_batches
@@ -184,8 +185,9 @@ def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():
     assert not any(m.random_drop for m in module.denoiser.modules() if isinstance(m, LabelEmbedder))
 
     def draws(replicas: int, rank: int, batch: int) -> list[torch.Tensor]:
-        sampler = {"num_replicas": replicas, "rank": rank}
-        strategy = SimpleNamespace(distributed_sampler_kwargs=sampler)
+        strategy = DDPStrategy(parallel_devices=[torch.device("cpu")] * replicas)
+        strategy.set_world_ranks = lambda: None
+        strategy.cluster_environment = SimpleNamespace(global_rank=lambda: rank)
         module._trainer = SimpleNamespace(accumulate_grad_batches=1, global_step=3, strategy=strategy)
         return module.training_noise(torch.zeros(batch, 3, 4, 16, 16), 3)
 

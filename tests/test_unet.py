@@ -13,7 +13,6 @@ from experiments.bench_unet_vs_dit import main as bench_main
 from lit_vdit.cli import main
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.models.unet import UNET_SIZES, VideoUNet
-from lit_vdit.parallel import fsdp_units
 
 
 def non_embedding(model: torch.nn.Module) -> int:
@@ -48,7 +47,7 @@ def test_output_is_zero_at_init_and_becomes_nonzero_after_a_step():
 
 def test_stages_are_the_fsdp_units_and_sizes_are_checked():
     model = VideoUNet((3, 2, 8, 8), 0, preset="U0")
-    assert fsdp_units(model) == [*model.down, model.mid, *model.up]
+    assert model.fsdp_units() == [*model.down, model.mid, *model.up]
     with pytest.raises(ValueError, match="divisible by 4"):
         VideoUNet((3, 2, 6, 6), 0, preset="U1")
     with pytest.raises(ValueError, match="unknown U-Net preset"):

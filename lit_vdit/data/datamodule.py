@@ -15,6 +15,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy, Strategy
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -83,6 +85,9 @@ class VideoDataModule(L.LightningDataModule):
         protocol and into the real-feature cache key, so two datasets never share either."""
         raise NotImplementedError
 
+    def check_vae(self, vae: nn.Module) -> None:
+        """Refuse a model whose VAE cannot train on these batches (a latent cache made by another)."""
+
     def real_videos(self, split: str) -> Dataset:
         """The real clips of ``split`` as ``{"video": (3, T, H, W) in [-1, 1], ...}`` items, in a fixed
         order: what FVD / FID compare generated videos with."""
@@ -115,9 +120,10 @@ class VideoDataModule(L.LightningDataModule):
         """One shuffled order for any number of processes: epoch e is ``randperm(seed + e)`` dealt
         round-robin to the processes (the Trainer calls ``set_epoch``), so a single-process run reads
         the same global batches as a multi-process one, and a resumed run the same as an uninterrupted one."""
-        strategy = self.trainer.strategy if self.trainer is not None else None
-        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {"num_replicas": 1, "rank": 0}
-        return DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=True, **kwargs)
+        replicas, rank = process_share(self.trainer.strategy if self.trainer is not None else None)
+        return DistributedSampler(
+            dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)
@@ -190,3 +196,11 @@ class SyntheticDataModule(VideoDataModule):
 def fingerprint(items: Any) -> str:
     """Short stable hash of JSON-able data (a clip list, an identity)."""
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def process_share(strategy: Strategy | None) -> tuple[int, int]:
+    """(replicas, rank) of the data-parallel split under a Lightning strategy: (1, 0) on one device."""
+    if isinstance(strategy, ParallelStrategy):
+        kwargs = strategy.distributed_sampler_kwargs
+        return int(kwargs["num_replicas"]), int(kwargs["rank"])
+    return 1, 0

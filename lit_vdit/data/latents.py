@@ -87,10 +87,10 @@ def build_cache(
     setup = {
         "vae_sha256": vae_sha256,
         "vae_fingerprint": vae_fingerprint(vae),
-        "latent_scale": float(getattr(vae, "scale_factor", 1.0)),
+        "latent_scale": float(vae.scale_factor),
         "posterior": "mode",
         "clip_shape": list(datamodule.clip_shape),
-        "frame_interval": int(getattr(datamodule, "frame_interval", 1)),
+        "frame_interval": int(datamodule.frame_interval),
         "latent_shape": list(latent_shape),
         "num_classes": datamodule.num_classes,
         "dtype": dtype,

@@ -10,13 +10,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
 from lit_vdit.diffusion.schedules import make_betas
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A training objective: noising process, timestep distribution, loss and the (x0, eps) view of a
+    model output that samplers use. ``t`` is the objective's own time; ``model_time(t)`` what the
+    denoiser sees. Implemented by :class:`GaussianDiffusion` and :class:`RectifiedFlow`.
+    """
+
+    learn_sigma: bool  # the model also outputs a variance (twice the channels)
+
+    def sample_timesteps(
+        self, n: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+    def validation_timesteps(self, k: int) -> torch.Tensor:
+        """k fixed timesteps over the whole range: the low-variance validation loss."""
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+    def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample training loss (B,)."""
+
+    def predict_x0_eps(
+        self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +152,6 @@ class GaussianDiffusion:
         return out
 
     # -- training --------------------------------------------------------------------------------
-    @property
-    def output_channel_multiplier(self) -> int:
-        return 2 if self.learn_sigma else 1
-
     def sample_timesteps(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -221,7 +245,6 @@ class RectifiedFlow:
     """
 
     learn_sigma = False
-    output_channel_multiplier = 1
 
     def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0) -> None:
         self.logit_mean = logit_mean
@@ -256,5 +279,3 @@ class RectifiedFlow:
         t = t.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
         return x_t - t * out, x_t + (1 - t) * out
 
-
-Objective = GaussianDiffusion | RectifiedFlow

@@ -6,6 +6,8 @@ Each sampler turns noise into a sample with ``sample(objective, model_fn, noise,
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import nn
 
@@ -38,6 +40,21 @@ def denoiser_fn(
         return torch.cat([pred, cond[:, channels:]], dim=1)
 
     return guided
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Turns noise into a sample in ``steps`` model evaluations (or steps) of ``model_fn``."""
+
+    steps: int
+
+    def sample(
+        self,
+        objective: Objective,
+        model_fn: ModelFn,
+        noise: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
 
 
 def _require(objective: Objective, kind: type, sampler: str) -> None:
@@ -157,8 +174,6 @@ class HeunSampler(EulerSampler):
         v_next = self.velocity(objective, model_fn, x_euler, t_next)
         return x + (t_next - t_cur) * 0.5 * (v_cur + v_next)
 
-
-Sampler = DDPMSampler | DDIMSampler | EulerSampler | HeunSampler
 
 
 def default_sampler(objective: Objective) -> Sampler:

@@ -245,6 +245,10 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """The blocks, sharded and checkpointed one at a time by :func:`lit_vdit.parallel.parallelize`."""
+        return list(self.blocks)
+
     def embedding_parameters(self) -> int:
         """Parameters of lookup tables (position and class embeddings), excluded from non-embedding N."""
         tables = [self.pos_embed] if self.pos_embed is not None else []

@@ -19,6 +19,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,29 @@ from torch import nn
 Cache = dict[nn.Module, torch.Tensor | None]
 
 
+@runtime_checkable
+class VideoAutoencoder(Protocol):
+    """What the DiffusionModule and the latent cache use of a frozen autoencoder (CausalVideoVAE,
+    IdentityVAE): clips (B, C, T, H, W) in [-1, 1] <-> scaled latents."""
+
+    in_channels: int
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]: ...
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (the posterior mode) of clips."""
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
 class IdentityVAE(nn.Module):
     """Pixel-space "VAE": latents are the pixels, so a DiT trains directly on video."""
 
+    scale_factor = 1.0
+
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
+        self.in_channels = channels
         self.latent_channels = channels
         self.temporal_compression = 1
         self.spatial_compression = 1

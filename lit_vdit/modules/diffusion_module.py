@@ -17,13 +17,17 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
+from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
-from lit_vdit.flops import denoiser_costs, vae_costs
+from lit_vdit.flops import denoiser_costs, six_nd, vae_costs
+from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
-from lit_vdit.models.vae import IdentityVAE, load_frozen_vae, vae_fingerprint
+from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
 from lit_vdit.parallel import parallelize
 
+# An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
+# it must implement is checked when the model is built (check_denoiser).
 DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
 
 
@@ -83,10 +87,10 @@ class DiffusionModule(L.LightningModule):
             raise ValueError("give either vae or vae_checkpoint, not both")
         if vae_checkpoint is not None:
             vae = load_frozen_vae(vae_checkpoint)
-        self.vae = (vae or IdentityVAE()).eval().requires_grad_(False)
+        self.vae: VideoAutoencoder = (vae or IdentityVAE()).eval().requires_grad_(False)
         self.vae_fingerprint = vae_fingerprint(self.vae)  # of the weights as loaded, before any casting
         self.sampler = sampler or default_sampler(self.objective)
-        self.denoiser: nn.Module | None = None
+        self.denoiser: Denoiser | None = None
         self.ema: EMA | None = None
         self.label_dropout: tuple[float, int] | None = None  # (probability, null class) drawn per sample
         self.costs: dict[str, int] = {}
@@ -107,10 +111,9 @@ class DiffusionModule(L.LightningModule):
         """Parameters and per-sample FLOPs of the denoiser for these clips, and separately those of
         the frozen VAE (encode, decode), measured on the meta device."""
         channels, frames, height, width = clip_shape
-        vae_channels = getattr(self.vae, "in_channels", channels)
-        if vae_channels != channels:
+        if self.vae.in_channels != channels:
             raise ValueError(
-                f"the VAE takes {vae_channels}-channel video but the clips have {channels} channels: "
+                f"the VAE takes {self.vae.in_channels}-channel video but the clips have {channels} channels: "
                 f"use a VAE trained on {channels}-channel clips (or IdentityVAE(channels={channels}))"
             )
         latent_shape = self.vae.latent_shape(frames, height, width)
@@ -140,10 +143,11 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(torch.initial_seed())
             self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
         self._parallelized = False
-        if self.objective.learn_sigma != getattr(self.denoiser, "learn_sigma", False):
+        check_denoiser(self.denoiser)
+        if self.objective.learn_sigma != self.denoiser.learn_sigma:
             raise ValueError(
                 f"objective learn_sigma={self.objective.learn_sigma} but denoiser learn_sigma="
-                f"{getattr(self.denoiser, 'learn_sigma', False)}: set the same learn_sigma on both"
+                f"{self.denoiser.learn_sigma}: set the same learn_sigma on both"
             )
         self.label_dropout = None
         for embedder in self.denoiser.modules():
@@ -157,10 +161,10 @@ class DiffusionModule(L.LightningModule):
     def configure_model(self) -> None:
         trainer = self._trainer  # None under load_from_checkpoint, which builds from the saved clip_shape
         datamodule = trainer.datamodule if trainer is not None else None
-        if hasattr(datamodule, "check_vae"):
+        if isinstance(datamodule, VideoDataModule):
             datamodule.check_vae(self.vae)  # a latent cache must come from this model's VAE
         if self.denoiser is None:
-            if datamodule is None or not hasattr(datamodule, "clip_shape"):
+            if not isinstance(datamodule, VideoDataModule):
                 raise ValueError(
                     "DiffusionModule needs clip_shape and num_classes: give them as model arguments or use a "
                     "lit_vdit VideoDataModule, which provides them"
@@ -213,8 +217,7 @@ class DiffusionModule(L.LightningModule):
         Sample i of a process is sample ``i * replicas + rank`` of the global batch: the order in which
         Lightning's DistributedSampler deals a shuffled epoch, which a single process reads in turn.
         """
-        sampler = getattr(self.trainer.strategy, "distributed_sampler_kwargs", None) or {}
-        replicas, rank = sampler.get("num_replicas", 1), sampler.get("rank", 0)
+        replicas, rank = process_share(self.trainer.strategy)
         return [(batch_index * batch_size + i) * replicas + rank for i in range(n)]
 
     def training_noise(
@@ -268,7 +271,7 @@ class DiffusionModule(L.LightningModule):
             "samples_seen": float(self.samples_seen),
             "tokens_seen": float(tokens),
             "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
-            "flops_6nd": 6.0 * self.costs["params_non_embedding"] * tokens,
+            "flops_6nd": six_nd(self.costs["params_non_embedding"], tokens),
             "flops_vae_encode": float(self.samples_encoded * self.costs["vae_encode_flops"]),
         }
 
@@ -359,8 +362,7 @@ class DiffusionModule(L.LightningModule):
         )
         noise = noise.to(self.device)
         y = labels.to(self.device).long() if self.hparams.num_classes and labels is not None else None
-        null = getattr(model, "null_class", None)
-        fn = denoiser_fn(model, y, self.hparams.guidance_scale, null)
+        fn = denoiser_fn(model, y, self.hparams.guidance_scale, model.null_class)
         latents = self.sampler.sample(self.objective, fn, noise, torch.Generator().manual_seed(seeds[0]))
         return self.vae.decode_latents(latents).clamp(-1, 1)
 
