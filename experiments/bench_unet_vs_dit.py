@@ -26,7 +26,6 @@ import pickle
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from analysis.fitting import Fit, fit, solve
 from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.laws import Law, saturating_power_law
 from experiments.grid import Run, expand, load_spec, resolve_key
+from lit_vdit.build import build_run
 from lit_vdit.diffusion import denoiser_fn
 from lit_vdit.models.dit import LADDER_SIZES
 from lit_vdit.models.unet import UNET_SIZES
@@ -70,24 +70,19 @@ class StepSetup:
 
 
 def step_setup(run: Run) -> tuple[StepSetup, dict[str, Any]]:
-    """Instantiate ``run``'s config without training: its training step and its per-sample costs."""
-    from lit_vdit.cli import lightning_cli
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [*run.cli_args(), "--trainer.default_root_dir", tmp, "--trainer.logger", "false"]
-        cli = lightning_cli(args, run=False)
-        module, data = cli.model, cli.datamodule
-        costs = module.describe(data.clip_shape, data.num_classes)
-        denoiser = cli.config.model.init_args.denoiser
-        setup = StepSetup(
-            denoiser.class_path,
-            denoiser.init_args.as_dict(),
-            module.objective,
-            tuple(costs["latent_shape"]),
-            data.num_classes,
-            data.batch_size,
-            str(cli.trainer.precision),
-        )
+    """Build ``run``'s parts from its config without training: its training step and per-sample costs."""
+    built = build_run(run.cli_args())
+    costs = built.costs
+    denoiser = built.config.model.init_args.denoiser
+    setup = StepSetup(
+        denoiser.class_path,
+        denoiser.init_args.as_dict(),
+        built.module.objective,
+        tuple(costs["latent_shape"]),
+        built.datamodule.num_classes,
+        built.datamodule.batch_size,
+        str(built.trainer.precision),
+    )
     return setup, costs
 
 

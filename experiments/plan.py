@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from experiments.grid import GridSpecError, Run, expand, resolve_key
+from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
 
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
@@ -14,20 +15,15 @@ ASSUMED_EFFICIENCY = 0.25
 
 
 def describe(run: Run) -> dict[str, Any]:
-    """Resolve the run's config (no Trainer is built, no training) and measure its per-sample costs."""
-    from lit_vdit.cli import resolve_run, trainer_shape
-
-    cli = resolve_run(run.cli_args())
-    data, trainer = cli.datamodule, cli.config.trainer
-    costs = cli.model.describe(data.clip_shape, data.num_classes)
-    nodes, devices, accelerator = trainer_shape(trainer)
-    world_size = nodes * devices
+    """Build the run's parts from its config (no Trainer, no training) and measure its per-sample costs."""
+    built = build_run(run.cli_args())
+    nodes, devices, accelerator = built.shape
     return {
-        **costs,
-        "global_batch": data.batch_size * world_size * int(trainer.accumulate_grad_batches or 1),
-        "max_steps": trainer.max_steps,
-        "train_clips": data.train_size,
-        "world_size": world_size,
+        **built.costs,
+        "global_batch": built.global_batch,
+        "max_steps": built.trainer.max_steps,
+        "train_clips": built.datamodule.train_size,
+        "world_size": built.world_size,
         "num_nodes": nodes,
         "devices_per_node": devices,
         "accelerator": accelerator,

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
+from lit_vdit.build import lightning_cli
 from lit_vdit.data.datamodule import VideoDataModule, fingerprint
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics import (
@@ -247,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     check_weights_available(metrics, **weights)
     if not Path(args.ckpt).exists():
         raise SystemExit(f"lit-vdit eval: checkpoint {args.ckpt} not found")
-
-    from lit_vdit.cli import lightning_cli
 
     callback = {
         "class_path": f"{VideoMetrics.__module__}.VideoMetrics",

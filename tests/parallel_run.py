@@ -8,7 +8,7 @@ import sys
 
 import lightning as L
 
-from lit_vdit.cli import VDiTCLI
+from lit_vdit.build import VDiTCLI
 from lit_vdit.data import VideoDataModule
 
 if __name__ == "__main__":

@@ -231,3 +231,18 @@ def test_every_subcommand_is_registered_and_loads():
     assert set(commands) == {"info", "eval", "cache-latents", "grid", "demo", "bench", "analyze"}
     for entry in commands.values():
         assert callable(entry.load())
+
+
+def test_readme_layout_names_every_module(repo_root):
+    """The README's Layout section matches the tree: every module of the three packages is named."""
+    from pathlib import Path
+
+    readme = Path(repo_root, "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    missing = [
+        str(path.relative_to(repo_root))
+        for package in ("lit_vdit", "experiments", "analysis")
+        for path in sorted(Path(repo_root, package).rglob("*.py"))
+        if not path.name.startswith("__") and f"`{path.name}`" not in layout
+    ]
+    assert not missing, f"README Layout does not name {missing}"

@@ -1,0 +1,186 @@
+"""How a run is built from its configs: the one path every caller takes.
+
+``lit-vdit fit | validate | test | predict`` and ``eval`` run :func:`lightning_cli` (LightningCLI with
+lit_vdit's defaults, :class:`VDiTCLI`); callers that only need a run's parts and costs without training
+(``info``, grid planning, benchmarks, the demo) call :func:`build_run`, which resolves the same
+config files and dotted overrides with the same parser, builds the module and the DataModule and
+reads the trainer settings without building a Trainer (so a GPU config resolves on a machine
+without GPUs, a SLURM login node).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from lit_vdit.checkpoint_io import AtomicCheckpointIO
+from lit_vdit.data import VideoDataModule
+
+
+class VDiTCLI(LightningCLI):
+    """LightningCLI with lit_vdit's defaults: any LightningModule / VideoDataModule by class_path.
+
+    A run writes everything under ``trainer.default_root_dir``: unless the config names its own
+    loggers and checkpoint folder, TensorBoard logs go to ``tensorboard/``, Lightning's CSV log to
+    ``csv/`` and checkpoints to ``checkpoints/``, written atomically. The progress bar is Rich's
+    unless disabled.
+    """
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
+        root = Path(config.get("default_root_dir") or ".")
+        if config.get("logger") in (None, True):
+            config["logger"] = [
+                TensorBoardLogger(root, name="tensorboard", version=""),
+                CSVLogger(root, name="csv", version=""),
+            ]
+        if not config.get("plugins"):
+            config["plugins"] = [AtomicCheckpointIO()]
+        configured = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            callbacks = [*callbacks, RichProgressBar()]
+        trainer = super()._instantiate_trainer(config, callbacks)
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(root / "checkpoints")
+        return trainer
+
+
+def lightning_cli(args: list[str], run: bool = True, save_config: bool = True) -> VDiTCLI:
+    """LightningCLI on ``args`` (a subcommand and its options when ``run``); ``save_config`` writes
+    the resolved config.yaml into the run directory (off for commands that only read a run)."""
+    # While it runs, sys.argv says the same as ``args``: Lightning's launcher starts the other
+    # processes of a multi-device run by re-running sys.argv.
+    saved, sys.argv = sys.argv, [sys.argv[0], *args]
+    try:
+        return VDiTCLI(
+            L.LightningModule,
+            VideoDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_callback=SaveConfigCallback if save_config else None,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    finally:
+        sys.argv = saved
+
+
+class _BuildingCLI(VDiTCLI):
+    """Builds the model and the DataModule of a run's config, not its Trainer."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class RunBuild:
+    """A run's parts as its configs define them.
+
+    Attributes:
+        module: the LightningModule (a DiffusionModule, a VAEModule...).
+        datamodule: the VideoDataModule, or None when the config names none.
+        config: the resolved config; ``config.trainer`` holds the trainer settings.
+    """
+
+    module: L.LightningModule
+    datamodule: VideoDataModule | None
+    config: Namespace
+
+    @property
+    def trainer(self) -> Namespace:
+        return self.config.trainer
+
+    @cached_property
+    def costs(self) -> dict[str, Any]:
+        """Parameters and per-sample FLOPs (:meth:`DiffusionModule.describe`) for the module's own
+        clip shape and classes if it has them, else the DataModule's."""
+        hparams = self.module.hparams
+        if hparams.get("clip_shape") is not None and hparams.get("num_classes") is not None:
+            return self.module.describe(tuple(hparams.clip_shape), int(hparams.num_classes))
+        if self.datamodule is None:
+            raise ValueError(
+                "the run's costs need a clip shape and classes: give a data config (--data) or the model's "
+                "clip_shape and num_classes"
+            )
+        return self.module.describe(self.datamodule.clip_shape, self.datamodule.num_classes)
+
+    @property
+    def shape(self) -> tuple[int, int, str]:
+        """(nodes, devices per node, accelerator): :func:`trainer_shape` of the trainer settings."""
+        return trainer_shape(self.trainer)
+
+    @property
+    def world_size(self) -> int:
+        nodes, devices, _ = self.shape
+        return nodes * devices
+
+    @property
+    def global_batch(self) -> int:
+        """Clips per optimizer step over all processes and accumulated micro-batches."""
+        accumulate = int(self.trainer.accumulate_grad_batches or 1)
+        return self.datamodule.batch_size * self.world_size * accumulate
+
+
+def build_run(args: list[str], with_data: bool = True) -> RunBuild:
+    """A run's ``fit`` arguments (config files + dotted overrides) built into a :class:`RunBuild`;
+    ``with_data=False`` for a model config alone (its clip shape and classes among its arguments)."""
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the arguments come from ``args`` alone
+    try:
+        cli = _BuildingCLI(
+            L.LightningModule,
+            VideoDataModule if with_data else None,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=False,  # builds and measures, trains nothing: seeds only if asked
+            args=args,
+            run=False,
+            parser_kwargs={"parser_mode": "omegaconf"},
+        )
+    finally:
+        sys.argv = saved
+    return RunBuild(cli.model, cli.datamodule if with_data else None, cli.config)
+
+
+def trainer_shape(trainer: Any) -> tuple[int, int, str]:
+    """(nodes, devices per node, accelerator) of a resolved trainer config (``resolve_run().config.trainer``).
+
+    ``devices`` may be a count, a list or comma-separated string of device ids, or ``auto`` / -1,
+    which counts this machine's GPUs (one process on CPU): give a number when planning GPU jobs
+    on a machine without GPUs.
+    """
+    accelerator = str(trainer.accelerator)
+    devices = trainer.devices
+    if isinstance(devices, str) and "," in devices:
+        devices = [d for d in devices.split(",") if d.strip()]
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif str(devices).lstrip("-").isdigit() and int(devices) != -1:
+        count = int(devices)
+    elif accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        count = 1
+    elif torch.cuda.is_available():
+        count = torch.cuda.device_count()
+    else:
+        raise ValueError(
+            f"trainer.devices is {devices!r} with accelerator {accelerator!r} and this machine has no GPU to "
+            f"count: give the number of devices per node (--trainer.devices 8, or a `devices` grid axis)"
+        )
+    if count < 1:
+        raise ValueError(f"trainer.devices must name at least one device, got {trainer.devices!r}")
+    return int(trainer.num_nodes), count, accelerator
+
+
