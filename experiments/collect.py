@@ -1,4 +1,5 @@
-"""Collecting a grid into one tidy table: DIR/runs.csv, one row per run and evaluation point."""
+"""Collecting a grid into one tidy table: DIR/runs.csv, one row per run and evaluation point, with the
+columns of :mod:`lit_vdit.schema`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.grid import resolve_key
+from lit_vdit import schema
 from lit_vdit.io import atomic_write_text
-
-RUN_FIELDS = (
-    "strategy",
-    "precision",
-    "world_size",
-    "hardware",
-    "python",
-    "torch",
-    "lightning",
-    "denoiser",
-    "objective",
-)
 
 
 def collect(grid_dir: str | Path) -> pd.DataFrame:
@@ -36,23 +26,19 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         rows = pd.read_csv(metrics)
         if (directory / "video_metrics.csv").is_file():  # FVD / FID at some evaluation steps
             rows = rows.merge(pd.read_csv(directory / "video_metrics.csv"), on="step", how="left")
-        rows.insert(0, "run_id", run["run_id"])
-        rows.insert(1, "name", run["name"])
-        rows.insert(2, "preset", run["overrides"].get(resolve_key("preset"), ""))
-        rows.insert(3, "seed", run["overrides"].get(resolve_key("seed"), ""))
-        rows["finished"] = info.get("finished", False)
-        for key in (
-            "params_total",
-            "params_trainable",
-            "params_non_embedding",
-            "flops_forward",
-            "flops_train_step",
-            "vae_params",
-            "vae_encode_flops",
-        ):
+        identity = {
+            "run_id": run["run_id"],
+            "name": run["name"],
+            "preset": run["overrides"].get(resolve_key("preset"), ""),
+            "seed": run["overrides"].get(resolve_key("seed"), ""),
+        }
+        for position, column in enumerate(schema.RUN_IDENTITY):
+            rows.insert(position, column.name, identity[column.name])
+        for key in schema.names(schema.RUN_COSTS):
             rows[key] = info["costs"].get(key, 0)
-        for key in RUN_FIELDS:
-            rows[key] = info.get(key, "")
+        for key in schema.names(schema.RUN_SETTINGS):
+            if key != "flop_budget":  # an IsoFLOP grid axis, below
+                rows[key] = info.get(key, False if key == "finished" else "")
         for key, value in run["axes"].items():
             # IsoFLOP budgets go to `flop_budget`, the column the analysis groups IsoFLOP profiles by.
             rows["flop_budget" if key == "budget" else f"axis_{key.split('.')[-1]}"] = value

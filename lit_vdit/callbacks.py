@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.utils.data import DataLoader, Subset
 
+from lit_vdit import schema
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.video_io import write_video
@@ -174,7 +175,14 @@ class ScalingRecorder(Callback):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         out = self.directory(trainer)
         buffer = io.StringIO()
-        fields = list(dict.fromkeys(key for row in self.rows for key in row))
+        present = {key for row in self.rows for key in row}
+        unknown = sorted(present - set(schema.names(schema.METRICS)))
+        if unknown:
+            raise ValueError(
+                f"metrics.csv columns {unknown} are not in lit_vdit.schema.METRICS: add them there "
+                f"with their unit and meaning"
+            )
+        fields = [name for name in schema.names(schema.METRICS) if name in present]
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
         writer.writerows(self.rows)

@@ -15,6 +15,7 @@ from lit_vdit.cli import main
 from lit_vdit.data import SyntheticDataModule
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.modules import DiffusionModule
+from lit_vdit.schema import METRICS, names
 
 TINY = [
     "--model.init_args.denoiser.init_args.preset",
@@ -69,6 +70,7 @@ def test_fit_writes_metrics_result_logs_checkpoint_and_is_deterministic(repo_roo
     a = pd.read_csv(tmp_path / "a" / "metrics.csv")
     b = pd.read_csv(tmp_path / "b" / "metrics.csv")
     assert list(a["step"]) == log_spaced_steps(6, 8) == [1, 2, 3, 4, 5, 6]
+    assert list(a.columns) == names(METRICS)  # every column of the schema, in its order
     assert {
         "samples_seen",
         "tokens_seen",
@@ -246,3 +248,25 @@ def test_readme_layout_names_every_module(repo_root):
         if not path.name.startswith("__") and f"`{path.name}`" not in layout
     ]
     assert not missing, f"README Layout does not name {missing}"
+
+
+def test_readme_table_of_columns_is_the_schema(repo_root):
+    from pathlib import Path
+
+    from lit_vdit.schema import markdown_table
+
+    readme = Path(repo_root, "README.md").read_text()
+    block = readme.split("<!-- schema:begin -->\n")[1].split("\n<!-- schema:end -->")[0]
+    assert block == markdown_table(), "README's table drifted: paste lit_vdit.schema.markdown_table()"
+
+
+def test_analysis_defaults_are_the_schema_roles():
+    """analysis imports nothing of ours, so its default columns are checked against the schema here."""
+    import dataclasses
+
+    from analysis.data import Columns
+    from lit_vdit.schema import ANALYSIS_ROLES, RUNS, names
+
+    defaults = {k: v for k, v in dataclasses.asdict(Columns()).items() if v is not None}
+    assert defaults == ANALYSIS_ROLES
+    assert set(ANALYSIS_ROLES.values()) <= set(names(RUNS))

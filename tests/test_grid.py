@@ -14,7 +14,9 @@ from experiments.collect import collect
 from experiments.grid import GridSpecError, expand, load_spec
 from experiments.plan import plan
 from experiments.runner import run_local, run_state, status
+from lit_vdit import schema
 from lit_vdit.callbacks import log_spaced_steps
+from lit_vdit.schema import names
 
 STEPS = 12
 
@@ -117,6 +119,8 @@ def test_killed_grid_finishes_on_rerun_with_every_row_once(tmp_path, repo_root):
     subprocess.run(command, cwd=repo_root, check=True, capture_output=True)
     table = pd.read_csv(out / "runs.csv")
     assert table["run_id"].nunique() == 2
+    # the schema's columns, in its order, then the grid axes
+    assert list(table.columns) == [*names(schema.RUNS)[:-1], "axis_preset"]  # no flop_budget: not IsoFLOP
     for _, rows in table.groupby("run_id"):
         assert list(rows["step"]) == log_spaced_steps(STEPS, 5)
         assert rows["samples_seen"].iloc[-1] == STEPS * 4

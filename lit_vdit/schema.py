@@ -1,0 +1,90 @@
+"""The columns of the run table, defined once: ``metrics.csv`` (one row per evaluation point of a
+run, written by :class:`~lit_vdit.callbacks.ScalingRecorder`) and ``runs.csv`` (every run's rows
+with its settings and costs, written by ``experiments.collect``), with units and meaning. The
+README's table of columns is rendered from here (a test checks it), and ``lit-vdit analyze`` takes
+its default columns from :data:`ANALYSIS_ROLES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    unit: str
+    meaning: str
+
+
+# metrics.csv: one row per log-spaced evaluation step, in this order.
+METRICS: tuple[Column, ...] = (
+    Column("step", "optimizer steps", "training step of the evaluation point"),
+    Column("samples_seen", "clips", "training clips seen by all processes (D in samples)"),
+    Column("tokens_seen", "tokens", "latent tokens (after patchify) seen: D"),
+    Column("flops_measured", "FLOPs", "training FLOPs of the denoiser (measured fwd+bwd x samples): C"),
+    Column("flops_6nd", "FLOPs", "6 x non-embedding parameters x tokens seen, beside the measured C"),
+    Column("flops_vae_encode", "FLOPs", "VAE encoding of clips during training (0 from a latent cache)"),
+    Column("train_loss", "loss", "mean per-sample training loss of the steps since the previous point"),
+    Column("val_loss_raw", "loss", "low-variance validation loss of the raw weights (fixed clips, noise, t)"),
+    Column("val_loss_ema", "loss", "the same for the EMA weights (the scaling metric)"),
+    Column("lr", "", "learning rate at the point"),
+    Column("wall_time_s", "s", "training wall time so far (evaluation excluded)"),
+    Column("samples_per_s", "clips/s", "training throughput over the run so far"),
+)
+
+# runs.csv: collect adds these to every metrics.csv row (and the video metrics and grid axes below).
+RUN_IDENTITY: tuple[Column, ...] = (
+    Column("run_id", "", "hash of the run's resolved config (files + overrides)"),
+    Column("name", "", "the run's grid point, e.g. preset=T3-seed=0"),
+    Column("preset", "", "model size preset"),
+    Column("seed", "", "seed_everything of the run"),
+)
+RUN_COSTS: tuple[Column, ...] = (
+    Column("params_total", "parameters", "all denoiser parameters"),
+    Column("params_trainable", "parameters", "trained denoiser parameters"),
+    Column("params_non_embedding", "parameters", "denoiser parameters less position/class tables: N"),
+    Column("flops_forward", "FLOPs", "one forward pass per sample, measured"),
+    Column("flops_train_step", "FLOPs", "forward + backward of the training loss per sample, measured"),
+    Column("vae_params", "parameters", "frozen VAE parameters (0 in pixel space)"),
+    Column("vae_encode_flops", "FLOPs", "VAE encoding of one clip"),
+)
+RUN_SETTINGS: tuple[Column, ...] = (
+    Column("finished", "", "the run reached its max_steps"),
+    Column("strategy", "", "Lightning strategy class"),
+    Column("precision", "", "Trainer precision"),
+    Column("world_size", "processes", "processes the run trained on"),
+    Column("hardware", "", "GPU name or cpu:<processor>"),
+    Column("python", "", "Python version"),
+    Column("torch", "", "torch version"),
+    Column("lightning", "", "Lightning version"),
+    Column("denoiser", "", "denoiser class (VideoDiT, VideoUNet)"),
+    Column("objective", "", "objective class"),
+    Column("flop_budget", "FLOPs", "IsoFLOP budget of the run's grid point (IsoFLOP grids)"),
+)
+VIDEO_METRICS_NOTE = (
+    "Video metrics joined at their steps: `<metric>` (fvd, fid, kid, ...), `<metric>_std` where defined, "
+    "`<metric>_protocol` (protocol id); grid axes as `axis_<name>`."
+)
+RUNS: tuple[Column, ...] = RUN_IDENTITY + METRICS + RUN_COSTS + RUN_SETTINGS
+
+# Default columns of each analysis role for `lit-vdit analyze` (N, D, C, the fitted metric, ...).
+ANALYSIS_ROLES: dict[str, str] = {
+    "N": "params_non_embedding",
+    "D": "tokens_seen",
+    "C": "flops_measured",
+    "y": "val_loss_ema",
+    "run": "run_id",
+    "step": "step",
+    "budget": "flop_budget",
+}
+
+
+def names(columns: tuple[Column, ...]) -> list[str]:
+    return [c.name for c in columns]
+
+
+def markdown_table() -> str:
+    """The README's table of the runs.csv columns."""
+    rows = [f"| `{c.name}` | {c.unit} | {c.meaning} |" for c in RUNS]
+    return "\n".join(["| column | unit | meaning |", "| --- | --- | --- |", *rows, "", VIDEO_METRICS_NOTE])
