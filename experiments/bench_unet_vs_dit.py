@@ -6,9 +6,11 @@ Three stages (``--stages``), each writing under OUT; rerunning resumes the grid:
 
 1. ``throughput``: for each matched pair (DiT rung T_k, U-Net rung U_k) among the spec's presets, the
    measured training FLOPs per sample and, on this machine, the time, samples/s and peak memory of an
-   AdamW training step at the grid's clip shape, batch size and precision. Each model is timed in a
-   fresh process, so its peak memory is its own: peak RSS growth on a CPU, ``max_memory_allocated`` on
-   a GPU. Writes throughput.csv and throughput.md.
+   AdamW training step (:func:`lit_vdit.throughput.training_step_times`) at the grid's clip shape,
+   batch size and precision. Each model is built by its run's DiffusionModule
+   (:func:`lit_vdit.build.build_run`) and timed in a fresh process, so its peak memory is its own (EMA
+   copy included): peak RSS growth on a CPU, ``max_memory_allocated`` on a GPU. Writes throughput.csv
+   and throughput.md.
 2. ``train``: the spec's grid (every run spends the same training FLOPs and is evaluated at
    log-spaced steps), run with ``experiments.runner.run_local`` and collected into grid/runs.csv.
 3. ``report``: per family, the lower envelope of validation loss over all runs' loss-vs-compute
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import pickle
 import re
 import subprocess
@@ -55,36 +56,6 @@ REFIT_BATCH = 16  # bootstrap replicates refitted together
 # ---- throughput ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StepSetup:
-    """A run's denoiser and training step without Lightning: what a measuring process needs."""
-
-    class_path: str
-    init_args: dict[str, Any]
-    objective: Any
-    latent_shape: tuple[int, int, int, int]
-    num_classes: int
-    batch_size: int
-    precision: str
-
-
-def step_setup(run: Run) -> tuple[StepSetup, dict[str, Any]]:
-    """Build ``run``'s parts from its config without training: its training step and per-sample costs."""
-    built = build_run(run.cli_args())
-    costs = built.costs
-    denoiser = built.config.model.init_args.denoiser
-    setup = StepSetup(
-        denoiser.class_path,
-        denoiser.init_args.as_dict(),
-        built.module.objective,
-        tuple(costs["latent_shape"]),
-        built.datamodule.num_classes,
-        built.datamodule.batch_size,
-        str(built.trainer.precision),
-    )
-    return setup, costs
-
-
 def _peak_memory(device: torch.device, reset: bool = False) -> int:
     """Peak bytes since the last reset: CUDA allocations, or on a CPU the process's peak RSS (Linux:
     resetting writes /proc/self/clear_refs, which sets the peak to the current RSS, where permitted)."""
@@ -99,19 +70,21 @@ def _peak_memory(device: torch.device, reset: bool = False) -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def measure_step(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
-    """Seconds per AdamW training step (median) and peak memory above the footprint before the model."""
-    module_name, _, class_name = setup.class_path.rpartition(".")
-    denoiser_cls = getattr(importlib.import_module(module_name), class_name)
+def measure_step(args: list[str], steps: int, device: str) -> dict[str, float]:
+    """Seconds per AdamW training step (median) of a run's denoiser, built by its DiffusionModule from
+    the run's arguments, and the peak memory above the footprint before the model (its EMA included)."""
+    built = build_run(args)
+    module, data = built.module, built.datamodule
     dev = torch.device(device)
     baseline = _peak_memory(dev, reset=True)
     torch.manual_seed(0)
-    model = denoiser_cls(setup.latent_shape, setup.num_classes, **setup.init_args).to(dev)
-    batch = setup.batch_size
-    x0 = torch.randn(batch, *setup.latent_shape, device=dev)
-    y = torch.randint(0, setup.num_classes, (batch,), device=dev) if setup.num_classes else None
-    autocast = torch.bfloat16 if setup.precision == "bf16-mixed" else None
-    times = training_step_times(model, setup.objective, x0, y, steps, autocast, warmup=WARMUP_STEPS)
+    module.build(data.clip_shape, data.num_classes)
+    model = module.denoiser.to(dev)
+    batch = data.batch_size
+    x0 = torch.randn(batch, *module.latent_shape, device=dev)
+    y = torch.randint(0, data.num_classes, (batch,), device=dev) if data.num_classes else None
+    autocast = torch.bfloat16 if str(built.trainer.precision) == "bf16-mixed" else None
+    times = training_step_times(model, module.objective, x0, y, steps, autocast, warmup=WARMUP_STEPS)
     peak = _peak_memory(dev)
     seconds = float(np.median(times))  # robust to other processes' bursts on a shared machine
     return {
@@ -123,19 +96,18 @@ def measure_step(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
 
 _CHILD = (
     "import pickle, sys\n"
-    "from experiments.bench_unet_vs_dit import StepSetup, measure_step\n"
-    "setup, steps, device = pickle.load(sys.stdin.buffer)\n"
-    "pickle.dump(measure_step(StepSetup(**setup), steps, device), sys.stdout.buffer)\n"
+    "from experiments.bench_unet_vs_dit import measure_step\n"
+    "args, steps, device = pickle.load(sys.stdin.buffer)\n"
+    "pickle.dump(measure_step(args, steps, device), sys.stdout.buffer)\n"
 )
 
 
-def measure(setup: StepSetup, steps: int, device: str) -> dict[str, float]:
+def measure(run: Run, steps: int, device: str) -> dict[str, float]:
     """:func:`measure_step` in a fresh Python process, so that the peak memory is this model's alone."""
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD], input=pickle.dumps((vars(setup), steps, device)), capture_output=True
-    )
+    payload = pickle.dumps((run.cli_args(), steps, device))
+    done = subprocess.run([sys.executable, "-c", _CHILD], input=payload, capture_output=True)
     if done.returncode:
-        raise RuntimeError(f"timing {setup.class_path} failed:\n{done.stderr.decode()[-3000:]}")
+        raise RuntimeError(f"timing {run.name} failed:\n{done.stderr.decode()[-3000:]}")
     return pickle.loads(done.stdout)
 
 
@@ -158,9 +130,10 @@ def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
     for dit, unet in pairs:
         row: dict[str, Any] = {"pair": f"{dit}/{unet}"}
         for prefix, preset in (("dit", dit), ("unet", unet)):
-            setup, costs = step_setup(runs[preset])
-            timing = measure(setup, steps, device)
-            step_flops = costs["flops_train_step"] * setup.batch_size
+            built = build_run(runs[preset].cli_args())
+            costs, batch = built.costs, built.datamodule.batch_size
+            timing = measure(runs[preset], steps, device)
+            step_flops = costs["flops_train_step"] * batch
             row |= {
                 f"{prefix}_preset": preset,
                 f"{prefix}_params": costs["params_non_embedding"],
@@ -171,9 +144,9 @@ def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
         row["flops_ratio"] = row["unet_train_flops_per_sample"] / row["dit_train_flops_per_sample"]
         row["speed_ratio"] = row["unet_samples_per_s"] / row["dit_samples_per_s"]
         row |= {
-            "clip_shape": "x".join(map(str, setup.latent_shape)),
-            "batch_size": setup.batch_size,
-            "precision": setup.precision,
+            "clip_shape": "x".join(map(str, costs["latent_shape"])),
+            "batch_size": batch,
+            "precision": str(built.trainer.precision),
             "device": device,
         }
         rows.append(row)
