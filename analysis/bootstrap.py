@@ -13,8 +13,10 @@ import numpy as np
 
 from analysis.fitting import Fit, solve
 
-# Replicates refitted together; bounds the (replicates * starts, points) weight array.
+# Replicates refitted together; bounds the (replicates * starts, points) weight array, which with one
+# response per replicate grows as the square of the batch (replicates * starts, replicates * points).
 _REPLICATES_PER_BATCH = 256
+_OWN_RESPONSES_PER_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,48 @@ class Bootstrap:
         ]
 
 
+def refit_replicates(
+    fit: Fit, inputs: Mapping[str, np.ndarray], y: np.ndarray, point_weights: np.ndarray
+) -> np.ndarray:
+    """Refit ``fit.law`` once per row of ``point_weights`` (R, n) from ``fit.restarts``.
+
+    ``y`` is the response shared by every replicate (n,) or one per replicate (R, n), as when each
+    resample has its own envelope. Replicates are solved in batches, each batch by one call of
+    ``solve``: with shared responses every replicate only reweights the same points; with their own
+    responses the batch's tables stand side by side as one long table in which each problem weights
+    only its own block. Returns (R, parameters) in the law's own parameters, NaN rows for failed
+    refits (no converged start, or no more weighted points than parameters).
+    """
+    y = np.asarray(y, float)
+    point_weights = np.asarray(point_weights, float)
+    own_responses = y.ndim == 2
+    starts, n_par = fit.restarts, len(fit.law.params)
+    batch = _OWN_RESPONSES_PER_BATCH if own_responses else _REPLICATES_PER_BATCH
+    out = np.full((len(point_weights), n_par), np.nan)
+    for lo in range(0, len(point_weights), batch):
+        w = point_weights[lo : lo + batch]
+        k, width = w.shape
+        if own_responses:
+            weights = np.kron(np.eye(k), np.ones(width)) * w.ravel()  # (k, k * width)
+            batch_inputs = {name: np.tile(v, k) for name, v in inputs.items()}
+            response = y[lo : lo + batch].ravel()
+        else:
+            weights, batch_inputs, response = w, inputs, y
+        res = solve(
+            fit.law,
+            batch_inputs,
+            response,
+            np.tile(starts, (k, 1)),
+            np.repeat(weights, len(starts), axis=0),
+            fit.delta,
+        )
+        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(k, len(starts))
+        best = fun.argmin(axis=1) + len(starts) * np.arange(k)
+        ok = res.converged[best] & np.isfinite(res.fun[best]) & ((w > 0).sum(axis=1) > n_par)
+        out[lo : lo + k][ok] = res.x[best][ok]
+    return out
+
+
 def bootstrap_fit(
     fit: Fit,
     inputs: Mapping[str, np.ndarray],
@@ -99,7 +143,8 @@ def bootstrap_fit(
     weights: np.ndarray | None = None,
     level: float = 0.95,
 ) -> Bootstrap:
-    """Refit ``fit.law`` on each resample of runs (rows of ``counts``).
+    """Refit ``fit.law`` on each resample of runs (rows of ``counts``): a point's weight is its run's
+    multiplicity (:func:`refit_replicates`).
 
     Each replicate runs from ``fit.restarts``: a few grid starts whose runs reached the best optimum
     on the full data. Not from that optimum itself: the Huber objective with a small delta is nearly
@@ -107,23 +152,7 @@ def bootstrap_fit(
     resample's optimum, which would shrink the intervals.
     """
     base = np.ones(len(y)) if weights is None else np.asarray(weights, float)
-    starts = fit.restarts
-    n_start = len(starts)
-    thetas, failed = [], 0
-    for lo in range(0, len(counts), _REPLICATES_PER_BATCH):
-        point_w = counts[lo : lo + _REPLICATES_PER_BATCH, run] * base  # (r, n)
-        res = solve(
-            fit.law,
-            inputs,
-            y,
-            np.tile(starts, (len(point_w), 1)),
-            np.repeat(point_w, n_start, axis=0),
-            fit.delta,
-        )
-        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(-1, n_start)
-        best = fun.argmin(axis=1) + n_start * np.arange(len(fun))
-        ok = res.converged[best] & np.isfinite(res.fun[best])
-        failed += int((~ok).sum())
-        thetas.append(np.where(ok[:, None], res.x[best], np.nan))
-    samples = fit.law.reported(np.concatenate(thetas))
+    thetas = refit_replicates(fit, inputs, y, counts[:, run] * base)
+    failed = int((~np.isfinite(thetas).all(axis=1)).sum())
+    samples = fit.law.reported(thetas)
     return Bootstrap({k: np.asarray(v, float) for k, v in samples.items()}, level, failed)

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.bootstrap import Interval, interval, resample_runs
-from analysis.fitting import Fit, fit, solve
+from analysis.bootstrap import Interval, interval, refit_replicates, resample_runs
+from analysis.fitting import Fit, fit
 from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.laws import Law, saturating_power_law
 from experiments.grid import Run, expand, load_spec, resolve_key
@@ -50,7 +50,6 @@ PAIRS = dict(zip(LADDER_SIZES, UNET_SIZES, strict=True))  # DiT rung -> U-Net ru
 FAMILIES = {"VideoDiT": "DiT", "VideoUNet": "U-Net"}  # denoiser class -> label (one prefix per family)
 STAGES = ("throughput", "train", "report")
 WARMUP_STEPS = 2
-REFIT_BATCH = 16  # bootstrap replicates refitted together
 
 
 # ---- throughput ---------------------------------------------------------------------------------------
@@ -193,34 +192,6 @@ def run_curves(curves: pd.DataFrame, log_c: np.ndarray) -> np.ndarray:
     return out
 
 
-def refit(law: Law, best: Fit, compute: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
-    """Refit ``law`` to each row of ``envelopes`` (K, G; inf: no run there) from ``best.restarts``.
-
-    The rows are refitted in batches by single calls of ``analysis.fitting.solve``: their envelopes
-    side by side form one long table in which each problem weights only its own row's points.
-    Rows with too few points or no converged start give NaN.
-    """
-    starts, n_par, width = best.restarts, len(law.params), len(compute)
-    out = np.full((len(envelopes), n_par), np.nan)
-    for lo in range(0, len(envelopes), REFIT_BATCH):
-        rows = envelopes[lo : lo + REFIT_BATCH]
-        k, ok = len(rows), np.isfinite(rows)
-        own = np.kron(np.eye(k), np.ones(width)) * ok.ravel()  # (k, k * width)
-        res = solve(
-            law,
-            {"C": np.tile(compute, k)},
-            np.where(ok, rows, 1.0).ravel(),
-            np.tile(starts, (k, 1)),
-            np.repeat(own, len(starts), axis=0),
-            best.delta,
-        )
-        fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(k, len(starts))
-        pick = fun.argmin(axis=1) + len(starts) * np.arange(k)
-        good = res.converged[pick] & np.isfinite(res.fun[pick]) & (ok.sum(axis=1) > n_par)
-        out[lo : lo + k][good] = res.x[pick][good]
-    return out
-
-
 def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level: float) -> FamilyFit:
     """Fit ``L(C) = E + A C^-alpha`` to the lower envelope of the family's curves (the lowest loss over
     runs at every evaluated compute); bootstrap over runs, rebuilding each resample's envelope."""
@@ -231,7 +202,8 @@ def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level
     best = fit(law, {"C": compute}, loss)
     counts = resample_runs(np.arange(len(grid)), n_boot, seed)
     envelopes = np.stack([grid[drawn > 0].min(axis=0) for drawn in counts])
-    replicates = refit(law, best, compute, envelopes)
+    finite = np.isfinite(envelopes)  # inf: no run of the resample reaches that compute
+    replicates = refit_replicates(best, {"C": compute}, np.where(finite, envelopes, 1.0), finite)
     samples = law.reported(replicates)
     intervals = {k: interval(samples[k], v, level) for k, v in best.estimates.items()}
     return FamilyFit(name, curves, compute, loss, best, replicates, intervals)
