@@ -27,7 +27,6 @@ import pickle
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.bootstrap import Interval, interval, refit_replicates, resample_runs
-from analysis.fitting import Fit, fit
+from analysis.bootstrap import Interval
+from analysis.compare import FamilyFit, crossing_sentence, crossover, fit_family
 from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from analysis.laws import Law, saturating_power_law
 from experiments.grid import Run, expand, load_spec, resolve_key
 from lit_vdit.build import build_run
 from lit_vdit.models.dit import LADDER_SIZES
@@ -150,124 +148,6 @@ def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
         }
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# ---- loss vs compute: envelope, fits, crossover --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FamilyFit:
-    """A family's loss-vs-compute envelope, its fitted law and the law's bootstrap replicates."""
-
-    name: str
-    curves: pd.DataFrame  # the evaluation points used: run_id, preset, C, y
-    compute: np.ndarray  # envelope compute values
-    loss: np.ndarray  # lowest loss over runs there
-    fit: Fit
-    replicates: np.ndarray  # (n_boot, parameters), NaN rows: failed refits
-    intervals: dict[str, Interval]
-
-    @property
-    def n_failed(self) -> int:
-        return int((~np.isfinite(self.replicates).all(axis=1)).sum())
-
-    @property
-    def warnings(self) -> list[str]:
-        out = [f"{self.name}: {w}" for w in self.fit.warnings]
-        if self.n_failed > 0.05 * len(self.replicates):
-            out.append(
-                f"{self.name}: {self.n_failed} of {len(self.replicates)} bootstrap refits failed (too few "
-                "envelope points or no convergence), so its intervals may be too narrow. Fix: add runs."
-            )
-        return out
-
-
-def run_curves(curves: pd.DataFrame, log_c: np.ndarray) -> np.ndarray:
-    """Each run's loss interpolated (log-log) at ``log_c``: (runs, len(log_c)), inf outside its range."""
-    out = np.full((curves["run_id"].nunique(), len(log_c)), np.inf)
-    for i, (_, run) in enumerate(curves.sort_values("C").groupby("run_id", sort=True)):
-        lc = np.log(run["C"].to_numpy())
-        inside = (log_c >= lc[0]) & (log_c <= lc[-1])
-        out[i, inside] = np.exp(np.interp(log_c[inside], lc, np.log(run["y"].to_numpy())))
-    return out
-
-
-def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level: float) -> FamilyFit:
-    """Fit ``L(C) = E + A C^-alpha`` to the lower envelope of the family's curves (the lowest loss over
-    runs at every evaluated compute); bootstrap over runs, rebuilding each resample's envelope."""
-    law = saturating_power_law("C")
-    log_c = np.log(np.unique(curves["C"]))
-    grid = run_curves(curves, log_c)
-    compute, loss = np.exp(log_c), grid.min(axis=0)
-    best = fit(law, {"C": compute}, loss)
-    counts = resample_runs(np.arange(len(grid)), n_boot, seed)
-    envelopes = np.stack([grid[drawn > 0].min(axis=0) for drawn in counts])
-    finite = np.isfinite(envelopes)  # inf: no run of the resample reaches that compute
-    replicates = refit_replicates(best, {"C": compute}, np.where(finite, envelopes, 1.0), finite)
-    samples = law.reported(replicates)
-    intervals = {k: interval(samples[k], v, level) for k, v in best.estimates.items()}
-    return FamilyFit(name, curves, compute, loss, best, replicates, intervals)
-
-
-def last_crossing(law: Law, theta_a: np.ndarray, theta_b: np.ndarray, log_c: np.ndarray) -> np.ndarray:
-    """The compute at which the curves of ``theta_a`` and ``theta_b`` (..., P) last cross (NaN: never)."""
-    c = {"C": np.exp(log_c)}
-    diff = np.atleast_2d(law.log_predict(theta_a, c) - law.log_predict(theta_b, c))
-    change = np.sign(diff[:, 1:]) != np.sign(diff[:, :-1])
-    last = change.shape[1] - 1 - np.argmax(change[:, ::-1], axis=1)
-    rows = np.arange(len(diff))
-    d0, d1 = diff[rows, last], diff[rows, last + 1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        root = log_c[last] + (log_c[last + 1] - log_c[last]) * d0 / (d0 - d1)
-    return np.where(change.any(axis=1), np.exp(root), np.nan)
-
-
-def crossover(a: FamilyFit, b: FamilyFit, extrapolate: float, level: float) -> dict[str, Any]:
-    """Where the fitted curves of families ``a`` and ``b`` last cross, from the trained compute range to
-    ``extrapolate`` decades beyond it, with a bootstrap interval over pairs of replicates."""
-    law = a.fit.law
-    low = min(a.compute.min(), b.compute.min())
-    top = max(a.compute.max(), b.compute.max())
-    log_c = np.linspace(np.log(low), np.log(top) + extrapolate * np.log(10), 512)
-    estimate = float(last_crossing(law, a.fit.theta, b.fit.theta, log_c)[0])
-    ok = np.isfinite(a.replicates).all(axis=1) & np.isfinite(b.replicates).all(axis=1)
-    boot = last_crossing(law, a.replicates[ok], b.replicates[ok], log_c) if ok.any() else np.array([])
-    found = np.isfinite(boot)
-    end = {"C": np.exp(log_c[-1:])}
-    a_leads = law.predict(a.fit.theta, end)[0] < law.predict(b.fit.theta, end)[0]
-    leader, other = (a.name, b.name) if a_leads else (b.name, a.name)
-    iv = interval(boot[found], estimate, level)
-    return {
-        "estimate": estimate,
-        "low": iv.low if np.isfinite(estimate) else float("nan"),
-        "high": iv.high if np.isfinite(estimate) else float("nan"),
-        "level": level,
-        "replicates_with_crossing": float(found.mean()) if found.size else float("nan"),
-        "n_replicates": int(found.size),
-        "leader_at_top": leader,
-        "other": other,
-        "search_range": [float(low), float(np.exp(log_c[-1]))],
-        "largest_trained": float(top),
-    }
-
-
-def crossing_sentence(cross: dict[str, Any]) -> str:
-    """The crossover in words, e.g. "DiT overtakes U-Net at C = 3.2e+11 FLOPs (95% interval ...)"."""
-    from analysis.report import num
-
-    share, pairs = cross["replicates_with_crossing"], cross["n_replicates"]
-    found = f"a crossing in {share:.0%} of {pairs} bootstrap replicate pairs" if pairs else "no bootstrap"
-    lo, hi = cross["search_range"]
-    if not np.isfinite(cross["estimate"]):
-        return (
-            f"No crossing between C = {num(lo)} and {num(hi)} FLOPs: {cross['leader_at_top']} has the lower "
-            f"fitted loss over the whole range ({found})."
-        )
-    where = "inside the trained range" if cross["estimate"] <= cross["largest_trained"] else "extrapolated"
-    return (
-        f"{cross['leader_at_top']} overtakes {cross['other']} at C = {num(cross['estimate'])} FLOPs "
-        f"({100 * cross['level']:g}% interval [{num(cross['low'])}, {num(cross['high'])}]; {found}; {where})."
-    )
 
 
 # ---- report -----------------------------------------------------------------------------------------
