@@ -67,9 +67,10 @@ def _peak_memory(device: torch.device, reset: bool = False) -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def measure_step(args: list[str], steps: int, device: str) -> dict[str, float]:
+def measure_step(args: list[str], steps: int, device: str) -> dict[str, Any]:
     """Seconds per AdamW training step (median) of a run's denoiser, built by its DiffusionModule from
-    the run's arguments, and the peak memory above the footprint before the model (its EMA included)."""
+    the run's arguments, and the peak memory above the footprint before the model (its EMA included);
+    with the costs the module measured when it built the model, its batch size and precision."""
     built = build_run(args)
     module, data = built.module, built.datamodule
     dev = torch.device(device)
@@ -84,10 +85,16 @@ def measure_step(args: list[str], steps: int, device: str) -> dict[str, float]:
     times = training_step_times(model, module.objective, x0, y, steps, autocast, warmup=WARMUP_STEPS)
     peak = _peak_memory(dev)
     seconds = float(np.median(times))  # robust to other processes' bursts on a shared machine
-    return {
+    timing = {
         "step_time_s": seconds,
         "samples_per_s": batch / seconds,
         "peak_memory_mb": (peak - baseline) / 2**20,
+    }
+    return {
+        "timing": timing,
+        "costs": module.costs,
+        "batch_size": batch,
+        "precision": str(built.trainer.precision),
     }
 
 
@@ -99,7 +106,7 @@ _CHILD = (
 )
 
 
-def measure(run: Run, steps: int, device: str) -> dict[str, float]:
+def measure(run: Run, steps: int, device: str) -> dict[str, Any]:
     """:func:`measure_step` in a fresh Python process, so that the peak memory is this model's alone."""
     payload = pickle.dumps((run.cli_args(), steps, device))
     done = subprocess.run([sys.executable, "-c", _CHILD], input=payload, capture_output=True)
@@ -127,9 +134,8 @@ def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
     for dit, unet in pairs:
         row: dict[str, Any] = {"pair": f"{dit}/{unet}"}
         for prefix, preset in (("dit", dit), ("unet", unet)):
-            built = build_run(runs[preset].cli_args())
-            costs, batch = built.costs, built.datamodule.batch_size
-            timing = measure(runs[preset], steps, device)
+            measured = measure(runs[preset], steps, device)
+            timing, costs, batch = measured["timing"], measured["costs"], measured["batch_size"]
             step_flops = costs["flops_train_step"] * batch
             row |= {
                 f"{prefix}_preset": preset,
@@ -143,7 +149,7 @@ def throughput(spec: dict[str, Any], steps: int, device: str) -> pd.DataFrame:
         row |= {
             "clip_shape": "x".join(map(str, costs["latent_shape"])),
             "batch_size": batch,
-            "precision": str(built.trainer.precision),
+            "precision": measured["precision"],
             "device": device,
         }
         rows.append(row)

@@ -57,26 +57,37 @@ class VDiTCLI(LightningCLI):
         return trainer
 
 
+def _cli(cli_class: type[VDiTCLI], args: list[str], argv: list[str], **kwargs: Any) -> VDiTCLI:
+    """``cli_class`` (VDiTCLI or a subclass) on ``args`` with lit_vdit's parser settings, while
+    ``sys.argv`` is ``argv``."""
+    kwargs.setdefault("datamodule_class", VideoDataModule)
+    saved, sys.argv = sys.argv, argv
+    try:
+        return cli_class(
+            L.LightningModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            **kwargs,
+        )
+    finally:
+        sys.argv = saved
+
+
 def lightning_cli(args: list[str], run: bool = True, save_config: bool = True) -> VDiTCLI:
     """LightningCLI on ``args`` (a subcommand and its options when ``run``); ``save_config`` writes
     the resolved config.yaml into the run directory (off for commands that only read a run)."""
     # While it runs, sys.argv says the same as ``args``: Lightning's launcher starts the other
     # processes of a multi-device run by re-running sys.argv.
-    saved, sys.argv = sys.argv, [sys.argv[0], *args]
-    try:
-        return VDiTCLI(
-            L.LightningModule,
-            VideoDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            save_config_callback=SaveConfigCallback if save_config else None,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
-        )
-    finally:
-        sys.argv = saved
+    return _cli(
+        VDiTCLI,
+        args,
+        [sys.argv[0], *args],
+        run=run,
+        save_config_callback=SaveConfigCallback if save_config else None,
+        save_config_kwargs={"overwrite": True},
+    )
 
 
 class _BuildingCLI(VDiTCLI):
@@ -138,20 +149,14 @@ class RunBuild:
 def build_run(args: list[str], with_data: bool = True) -> RunBuild:
     """A run's ``fit`` arguments (config files + dotted overrides) built into a :class:`RunBuild`;
     ``with_data=False`` for a model config alone (its clip shape and classes among its arguments)."""
-    saved, sys.argv = sys.argv, sys.argv[:1]  # the arguments come from ``args`` alone
-    try:
-        cli = _BuildingCLI(
-            L.LightningModule,
-            VideoDataModule if with_data else None,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=False,  # builds and measures, trains nothing: seeds only if asked
-            args=args,
-            run=False,
-            parser_kwargs={"parser_mode": "omegaconf"},
-        )
-    finally:
-        sys.argv = saved
+    cli = _cli(
+        _BuildingCLI,
+        args,
+        sys.argv[:1],  # the arguments come from ``args`` alone
+        datamodule_class=VideoDataModule if with_data else None,
+        seed_everything_default=False,  # builds and measures, trains nothing: seeds only if asked
+        run=False,
+    )
     return RunBuild(cli.model, cli.datamodule if with_data else None, cli.config)
 
 
@@ -182,5 +187,3 @@ def trainer_shape(trainer: Any) -> tuple[int, int, str]:
     if count < 1:
         raise ValueError(f"trainer.devices must name at least one device, got {trainer.devices!r}")
     return int(trainer.num_nodes), count, accelerator
-
-

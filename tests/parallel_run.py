@@ -6,18 +6,7 @@ so the arguments are handed to the CLI while ``sys.argv`` stays as given.
 
 import sys
 
-import lightning as L
-
-from lit_vdit.build import VDiTCLI
-from lit_vdit.data import VideoDataModule
+from lit_vdit.build import lightning_cli
 
 if __name__ == "__main__":
-    VDiTCLI(
-        L.LightningModule,
-        VideoDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=sys.argv[1:],
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
-    )
+    lightning_cli(sys.argv[1:])

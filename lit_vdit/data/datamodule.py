@@ -88,12 +88,16 @@ class VideoDataModule(L.LightningDataModule):
     def check_vae(self, vae: nn.Module) -> None:
         """Refuse a model whose VAE cannot train on these batches (a latent cache made by another)."""
 
-    def real_videos(self, split: str) -> Dataset:
-        """The real clips of ``split`` as ``{"video": (3, T, H, W) in [-1, 1], ...}`` items, in a fixed
-        order: what FVD / FID compare generated videos with."""
+    def split_set(self, split: str) -> Dataset:
+        """The dataset of ``split`` ("train" or "val"), set up on first use."""
         if self.train_set is None or self.val_set is None:
             self.setup("validate")
         return self.val_set if split == "val" else self.train_set
+
+    def real_videos(self, split: str) -> Dataset:
+        """The real clips of ``split`` as ``{"video": (3, T, H, W) in [-1, 1], ...}`` items, in a fixed
+        order: what FVD / FID compare generated videos with."""
+        return self.split_set(split)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it."""

@@ -308,10 +308,7 @@ class LatentDataModule(VideoDataModule):
     def real_videos(self, split: str) -> Dataset:
         """The first clips of the source's ``split``, as many as this cache's split holds: the
         cache holds their latents, in the same order."""
-        if self.train_set is None or self.val_set is None:
-            self.setup("validate")
-        count = len(self.val_set if split == "val" else self.train_set)
-        return Subset(self.source().real_videos(split), range(count))
+        return Subset(self.source().real_videos(split), range(len(self.split_set(split))))
 
     @property
     def num_classes(self) -> int:
