@@ -26,8 +26,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
 from lit_vdit.build import lightning_cli
-from lit_vdit.data.datamodule import VideoDataModule, fingerprint
-from lit_vdit.io import atomic_write_json, atomic_write_text
+from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.io import atomic_write_json, atomic_write_text, fingerprint
 from lit_vdit.metrics import (
     Protocol,
     Shard,

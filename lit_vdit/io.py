@@ -61,3 +61,8 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fingerprint(items: Any, length: int = 16) -> str:
+    """Short stable hash (``length`` hex digits) of JSON-able data: a clip list, an identity, a protocol."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:length]

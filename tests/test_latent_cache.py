@@ -12,9 +12,8 @@ from test_video_data import CLASSES, write_video
 
 from lit_vdit.cli import main as cli_main
 from lit_vdit.data import LatentDataModule, SyntheticDataModule, VideoFolderDataModule
-from lit_vdit.data.datamodule import fingerprint
 from lit_vdit.data.latents import SourceVideosUnavailableError, build_cache, main
-from lit_vdit.io import sha256_file
+from lit_vdit.io import fingerprint, sha256_file
 from lit_vdit.models.vae import IdentityVAE, load_frozen_vae
 
 CLIP = ["--data.init_args.frames", "4", "--data.init_args.height", "16", "--data.init_args.width", "16"]

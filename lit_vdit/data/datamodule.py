@@ -9,8 +9,6 @@ budget), which the DiffusionModule reads when it builds its model, and for sampl
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import lightning as L
@@ -195,11 +193,6 @@ class SyntheticDataModule(VideoDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.train_set = self._dataset("train", self.num_clips)
         self.val_set = self._dataset("val", self.val_clips)
-
-
-def fingerprint(items: Any) -> str:
-    """Short stable hash of JSON-able data (a clip list, an identity)."""
-    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def process_share(strategy: Strategy | None) -> tuple[int, int]:

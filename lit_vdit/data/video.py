@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from lit_vdit.data.datamodule import VideoDataModule, fingerprint
+from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.layouts import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -28,6 +28,7 @@ from lit_vdit.data.layouts import (
     VideoFiles,
     load_index,
 )
+from lit_vdit.io import fingerprint
 
 log = logging.getLogger(__name__)
 

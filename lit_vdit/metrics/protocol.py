@@ -10,10 +10,10 @@ compare or aggregate values whose protocols differ. Torch-free, so tables can be
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from lit_vdit.io import fingerprint
 
 _KID_FIELDS = ("kid_subset_size", "kid_subsets")
 _REAL_FIELDS = (
@@ -101,7 +101,7 @@ class Protocol:
     @property
     def id(self) -> str:
         """12-hex-digit hash of every field: equal ids <=> same protocol."""
-        return _digest(self.to_dict())
+        return fingerprint(self.to_dict(), 12)
 
     def for_metric(self, metric: str, network: str, weights_sha256: str, resize: str) -> Protocol:
         """This protocol specialised to one metric; options of other metrics are blanked."""
@@ -120,11 +120,7 @@ class Protocol:
 
     def real_key(self) -> str:
         """Hash of :meth:`real_fields`: the cache key of real-data features."""
-        return _digest(self.real_fields())
-
-
-def _digest(d: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint(self.real_fields(), 12)
 
 
 def check_same_protocol(protocols: Iterable[Protocol | Mapping[str, Any]]) -> Protocol:
