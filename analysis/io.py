@@ -1,33 +1,25 @@
-"""Atomic file writes (temporary file in the same folder, then ``os.replace``): a crash never
-leaves a half-written report. A copy of lit_vdit's helper, because analysis imports nothing of it."""
+"""Atomic file writes (boltons' ``AtomicSaver``: part file in the same folder, fsync, rename): a crash
+never leaves a half-written report. analysis imports nothing of lit_vdit, so both call the library."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from boltons.fileutils import AtomicSaver
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` to ``path`` through a uniquely named part file (new-file permissions), then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    part = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    with AtomicSaver(path, part_file=part) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -5,45 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
-_UMASK_AT_IMPORT = os.umask(0o022)
-os.umask(_UMASK_AT_IMPORT)
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it (``os.umask`` sets it to read it, which races
-    with threads creating files): Linux reports it in /proc/self/status; elsewhere the umask at import."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return _UMASK_AT_IMPORT
+from boltons.fileutils import AtomicSaver
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """Write ``data`` to ``path`` through a part file in the same folder, fsynced, then renamed.
 
-    The file gets the permissions of any newly created file (0666 less the umask, 0644 under the
-    usual 022), not the 0600 of ``mkstemp``: run folders are shared on clusters.
+    boltons' ``AtomicSaver`` creates the part file with ``os.open(..., 0o666)``, so a new file gets
+    the permissions of any new file (0644 under the usual umask 022), not ``mkstemp``'s 0600: run
+    folders are shared on clusters. The part file's name is unique, so concurrent writers (ranks,
+    runs of a grid) never share one and a part file left by a killed process blocks nothing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    part = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    with AtomicSaver(path, part_file=part) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
