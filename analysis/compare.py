@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.bootstrap import Interval, interval, refit_replicates, resample_runs
 from analysis.fitting import Fit, fit
+from analysis.frontier import curves_at
 from analysis.laws import Law, saturating_power_law
 
 
@@ -46,22 +47,13 @@ class FamilyFit:
         return out
 
 
-def run_curves(curves: pd.DataFrame, log_c: np.ndarray) -> np.ndarray:
-    """Each run's loss interpolated (log-log) at ``log_c``: (runs, len(log_c)), inf outside its range."""
-    out = np.full((curves["run_id"].nunique(), len(log_c)), np.inf)
-    for i, (_, run) in enumerate(curves.sort_values("C").groupby("run_id", sort=True)):
-        lc = np.log(run["C"].to_numpy())
-        inside = (log_c >= lc[0]) & (log_c <= lc[-1])
-        out[i, inside] = np.exp(np.interp(log_c[inside], lc, np.log(run["y"].to_numpy())))
-    return out
-
-
 def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level: float) -> FamilyFit:
     """Fit ``L(C) = E + A C^-alpha`` to the lower envelope of the family's curves (the lowest loss over
     runs at every evaluated compute); bootstrap over runs, rebuilding each resample's envelope."""
     law = saturating_power_law("C")
     log_c = np.log(np.unique(curves["C"]))
-    grid = run_curves(curves, log_c)
+    (grid,) = curves_at(curves, "run_id", ("y",), log_c)
+    grid = np.where(np.isnan(grid), np.inf, grid)  # a run absent at a compute never wins there
     compute, loss = np.exp(log_c), grid.min(axis=0)
     best = fit(law, {"C": compute}, loss)
     counts = resample_runs(np.arange(len(grid)), n_boot, seed)

@@ -142,6 +142,34 @@ class _Grid:
     run: np.ndarray  # run code per row
 
 
+def curves_at(
+    frame: pd.DataFrame,
+    run: str,
+    values: tuple[str, ...],
+    log_c: np.ndarray,
+    *,
+    runs: np.ndarray | None = None,
+    min_points: int = 1,
+) -> list[np.ndarray]:
+    """Each run's training curve of every column in ``values`` read at compute ``exp(log_c)``:
+    interpolated linearly in log-log space between the run's evaluations, NaN outside them (and for
+    runs with fewer than ``min_points`` evaluations). One (runs, len(log_c)) array per value, rows in
+    the order of ``runs`` (default: the sorted run ids). The one reading of curves on a common compute
+    grid: the envelope frontier and the family comparison (:mod:`analysis.compare`) both use it."""
+    runs = np.unique(frame[run]) if runs is None else runs
+    out = [np.full((len(runs), len(log_c)), np.nan) for _ in values]
+    by_run = dict(tuple(frame.sort_values("C").groupby(run, sort=False)))
+    for i, r in enumerate(runs):
+        pts = by_run.get(r)
+        if pts is None or len(pts) < min_points:
+            continue
+        lc = np.log(pts["C"].to_numpy())
+        inside = (log_c >= lc[0]) & (log_c <= lc[-1])
+        for grid, value in zip(out, values, strict=True):
+            grid[i, inside] = np.exp(np.interp(log_c[inside], lc, np.log(pts[value].to_numpy())))
+    return out
+
+
 def _envelope_grid(table: Table, groups: np.ndarray, n_grid: int) -> tuple[_Grid, str]:
     f = table.frame
     runs = np.unique(table.run)
@@ -150,16 +178,7 @@ def _envelope_grid(table: Table, groups: np.ndarray, n_grid: int) -> tuple[_Grid
     if curves:
         logc = np.log(f["C"].to_numpy())
         cols = np.linspace(logc.min(), logc.max(), n_grid)
-        y = np.full((len(runs), n_grid), np.nan)
-        d = np.full_like(y, np.nan)
-        for i, r in enumerate(runs):
-            pts = f[f["run"] == r].sort_values("C")
-            lc = np.log(pts["C"].to_numpy())
-            if len(lc) < 2:
-                continue
-            inside = (cols >= lc[0]) & (cols <= lc[-1])
-            y[i, inside] = np.exp(np.interp(cols[inside], lc, np.log(pts["y"].to_numpy())))
-            d[i, inside] = np.exp(np.interp(cols[inside], lc, np.log(pts["D"].to_numpy())))
+        y, d = curves_at(f, "run", ("y", "D"), cols, runs=runs, min_points=2)
         c = np.broadcast_to(np.exp(cols), y.shape)
         how = f"training curves interpolated at {n_grid} log-spaced compute values"
     else:

@@ -9,6 +9,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from analysis.compare import FamilyFit
 from analysis.study import LawResult, Study
 
 PALETTE = "viridis"
@@ -353,6 +355,42 @@ def _metric_panel(ax, m: LawResult) -> None:
         ylabel=text(m.table.columns["y"]),
         title=text(f"{m.table.columns['y']} vs {m.table.columns['x']}"),
     )
+
+
+def family_comparison(fits: list[FamilyFit], cross: dict[str, Any], level: float) -> Plot:
+    """Families compared (:mod:`analysis.compare`): runs' curves, envelopes, fits with bootstrap bands
+    and the crossover, on log-log axes."""
+    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    ax.set(
+        xscale="log", yscale="log", xlabel="training compute C (FLOPs, measured)", ylabel="validation loss"
+    )
+    top = cross["search_range"][1]
+    for colour, f in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), fits, strict=False):
+        for _, run in f.curves.groupby("run_id"):
+            ax.plot(run["C"], run["y"], color=colour, alpha=0.3, lw=0.8)
+        ax.scatter(f.compute, f.loss, color=colour, s=10, label=text(f"{f.name} envelope"))
+        c = np.geomspace(f.compute.min(), top, 200)
+        law = f.fit.law
+        ax.plot(c, f.fit.predict({"C": c}), color=colour, lw=2, label=text(f"{f.name} fit"))
+        ok = np.isfinite(f.replicates).all(axis=1)
+        if ok.sum() > 1:
+            band = np.percentile(
+                law.predict(f.replicates[ok], {"C": c}), [50 * (1 - level), 50 * (1 + level)], 0
+            )
+            ax.fill_between(c, band[0], band[1], color=colour, alpha=0.15)
+    if np.isfinite(cross["estimate"]):
+        ax.axvline(cross["estimate"], color="k", ls="--", lw=1, label="crossover")
+        if np.isfinite(cross["low"]):
+            ax.axvspan(cross["low"], cross["high"], color="k", alpha=0.08)
+    ax.axvline(max(f.compute.max() for f in fits), color="grey", ls=":", lw=1)
+    ax.legend(fontsize=8)
+    caption = (
+        f"Validation loss against training compute: thin lines are runs, dots the lowest loss over runs, "
+        f"thick lines the fitted E + A C^-alpha with {100 * level:g}% bootstrap bands; the dotted line marks "
+        "the largest trained compute (beyond it the fits are extrapolated)."
+    )
+    return Plot("loss_vs_compute", caption, fig)
 
 
 FIGURES: tuple[Callable[[Study], Plot | None], ...] = (

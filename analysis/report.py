@@ -247,22 +247,25 @@ def render_markdown(title: str, sections: list[Section]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_report(study: Study, out_dir: str | Path) -> dict[str, Path]:
-    """Write report.html (self-contained), report.md, results.json and figures/*.png|svg to ``out_dir``."""
+def save_report(
+    out_dir: str | Path, title: str, sections: list[Section], plots: list[Plot], results: dict
+) -> dict[str, Path]:
+    """Write report.html (self-contained), report.md, results.json and figures/*.png|svg to ``out_dir``,
+    each atomically; returns the paths by name. Every report of the project is written by it."""
     out = Path(out_dir)
-    plots = make_plots(study)
     paths = {}
     for p in plots:
         for fmt, data in (("png", p.png), ("svg", p.svg)):
             paths[f"{p.name}.{fmt}"] = out / "figures" / f"{p.name}.{fmt}"
             atomic_write_bytes(paths[f"{p.name}.{fmt}"], data)
-    sections = build_sections(study, plots)
-    paths["html"], paths["markdown"], paths["json"] = (
-        out / "report.html",
-        out / "report.md",
-        out / "results.json",
-    )
-    atomic_write_text(paths["html"], render_html(study.options.title, sections))
-    atomic_write_text(paths["markdown"], render_markdown(study.options.title, sections))
-    atomic_write_json(paths["json"], study.as_dict())
+    paths |= {"html": out / "report.html", "markdown": out / "report.md", "json": out / "results.json"}
+    atomic_write_text(paths["html"], render_html(title, sections))
+    atomic_write_text(paths["markdown"], render_markdown(title, sections))
+    atomic_write_json(paths["json"], results)
     return paths
+
+
+def write_report(study: Study, out_dir: str | Path) -> dict[str, Path]:
+    """The scaling-law report of ``study`` (:func:`save_report`)."""
+    plots = make_plots(study)
+    return save_report(out_dir, study.options.title, build_sections(study, plots), plots, study.as_dict())

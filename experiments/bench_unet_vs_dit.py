@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 
 from analysis.bootstrap import Interval
-from analysis.compare import FamilyFit, crossing_sentence, crossover, fit_family
-from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from analysis.compare import crossing_sentence, crossover, fit_family
+from analysis.io import atomic_write_text
 from experiments.grid import Run, expand, load_spec, resolve_key
 from lit_vdit.build import build_run
 from lit_vdit.models.dit import LADDER_SIZES
@@ -169,51 +169,13 @@ def family_curves(table: pd.DataFrame, metric: str, min_step: int) -> dict[str, 
     }
 
 
-def loss_vs_compute_plot(fits: list[FamilyFit], cross: dict[str, Any], level: float):
-    """Runs' curves, envelopes, fits with bootstrap bands and the crossover, on log-log axes."""
-    from matplotlib.figure import Figure  # matplotlib only when a report is drawn
-
-    from analysis.plots import Plot, text
-
-    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    ax.set(
-        xscale="log", yscale="log", xlabel="training compute C (FLOPs, measured)", ylabel="validation loss"
-    )
-    top = cross["search_range"][1]
-    for colour, f in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), fits, strict=False):
-        for _, run in f.curves.groupby("run_id"):
-            ax.plot(run["C"], run["y"], color=colour, alpha=0.3, lw=0.8)
-        ax.scatter(f.compute, f.loss, color=colour, s=10, label=text(f"{f.name} envelope"))
-        c = np.geomspace(f.compute.min(), top, 200)
-        law = f.fit.law
-        ax.plot(c, f.fit.predict({"C": c}), color=colour, lw=2, label=text(f"{f.name} fit"))
-        ok = np.isfinite(f.replicates).all(axis=1)
-        if ok.sum() > 1:
-            band = np.percentile(
-                law.predict(f.replicates[ok], {"C": c}), [50 * (1 - level), 50 * (1 + level)], 0
-            )
-            ax.fill_between(c, band[0], band[1], color=colour, alpha=0.15)
-    if np.isfinite(cross["estimate"]):
-        ax.axvline(cross["estimate"], color="k", ls="--", lw=1, label="crossover")
-        if np.isfinite(cross["low"]):
-            ax.axvspan(cross["low"], cross["high"], color="k", alpha=0.08)
-    ax.axvline(max(f.compute.max() for f in fits), color="grey", ls=":", lw=1)
-    ax.legend(fontsize=8)
-    caption = (
-        f"Validation loss against training compute: thin lines are runs, dots the lowest loss over runs, "
-        f"thick lines the fitted E + A C^-alpha with {100 * level:g}% bootstrap bands; the dotted line marks "
-        "the largest trained compute (beyond it the fits are extrapolated)."
-    )
-    return Plot("loss_vs_compute", caption, fig)
-
-
 def write_report(
     out: Path, table: pd.DataFrame, through: pd.DataFrame | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Fit both families, find the crossover, write report.html, report.md, figures/ and results.json."""
     # analysis.report draws with matplotlib: imported here only, not in the timing processes.
-    from analysis.report import Bullets, Section, Table, num, render_html, render_markdown
+    from analysis.plots import family_comparison
+    from analysis.report import Bullets, Section, Table, num, save_report
 
     metric = args.metric or (
         "val_loss_ema" if "val_loss_ema" in table and table["val_loss_ema"].notna().any() else "val_loss_raw"
@@ -228,7 +190,7 @@ def write_report(
         for name, frame in sorted(curves.items())
     ]
     cross = crossover(fits[0], fits[1], args.extrapolate, args.level)
-    plot = loss_vs_compute_plot(fits, cross, args.level)
+    plot = family_comparison(fits, cross, args.level)
     level = f"{100 * args.level:g}%"
 
     def est(iv: Interval) -> str:
@@ -315,11 +277,6 @@ def write_report(
             ],
         )
     )
-    title = args.title
-    for fmt, data in (("png", plot.png), ("svg", plot.svg)):
-        atomic_write_bytes(out / "figures" / f"{plot.name}.{fmt}", data)
-    atomic_write_text(out / "report.html", render_html(title, sections))
-    atomic_write_text(out / "report.md", render_markdown(title, sections))
     results = {
         "metric": metric,
         "families": {
@@ -338,7 +295,7 @@ def write_report(
         "summary": summary,
         "throughput": through.to_dict(orient="records") if through is not None else None,
     }
-    atomic_write_json(out / "results.json", results)
+    save_report(out, args.title, sections, [plot], results)
     return results
 
 
