@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 from lit_vdit import schema
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.io import atomic_write_json, atomic_write_text
+from lit_vdit.metrics.evaluate import process_block
 from lit_vdit.video_io import write_video
 
 
@@ -52,16 +53,17 @@ def environment() -> dict[str, str]:
 def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], bool]]:
     """This process's share of the validation set, as (batch, global clip ids, counted) triples.
 
-    The batches of the DataModule's validation loader are dealt round-robin to the processes, so each
+    The batches of the DataModule's validation loader are split into equal contiguous blocks, one per
+    process (:func:`~lit_vdit.metrics.evaluate.process_block`, as the metrics deal their clips), so each
     clip is evaluated once and the sums over processes equal a single process's. Every process runs
-    the same number of batches, because a sharded model's forward is collective: a process whose
-    share is one short repeats its first batch, not counted.
+    the same number of batches, because a sharded model's forward is collective: a padding position
+    repeats the process's first batch, not counted.
     """
     loader = trainer.datamodule.val_dataloader()
     dataset, size = loader.dataset, loader.batch_size
-    starts = list(range(0, len(dataset), size))
-    world, rank = trainer.world_size, trainer.global_rank
-    ids = [list(range(start, min(start + size, len(dataset)))) for start in starts[rank::world]]
+    n_batches = -(-len(dataset) // size)
+    block = process_block(n_batches, trainer.global_rank, trainer.world_size)
+    ids = [list(range(b * size, min((b + 1) * size, len(dataset)))) for b in block if b < n_batches]
     subset = Subset(dataset, [i for clip_ids in ids for i in clip_ids])
     own = DataLoader(subset, batch_size=size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
     first = None
@@ -71,7 +73,7 @@ def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], boo
     if first is None:  # fewer batches than processes
         batch = next(iter(loader))
         first = (batch, list(range(len(batch["label"]))))
-    for _ in range(-(-len(starts) // world) - len(ids)):
+    for _ in range(len(block) - len(ids)):
         yield *first, False
 
 

@@ -31,6 +31,14 @@ _EXTRACTORS = {I3D_NETWORK: I3DFeatures, INCEPTION_NETWORK: FrameFeatures}
 I3D_MIN_FRAMES = 9  # the I3D's final (2, 7, 7) pool needs 2 time steps after three stride-2 stages
 
 
+def process_block(total: int, rank: int, world: int) -> range:
+    """Process ``rank``'s contiguous block of ``total`` items split into ``world`` equal blocks: every
+    process gets ``ceil(total / world)`` positions, and those >= ``total`` are padding. How the
+    evaluation's clips (:class:`Shard`) and the validation loss's batches are dealt to processes."""
+    per = -(-total // world)
+    return range(rank * per, (rank + 1) * per)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shard:
     """One process's part of an evaluation on ``world`` processes.
@@ -59,8 +67,7 @@ class Shard:
 
     def indices(self, total: int) -> range:
         """This process's block of a set of ``total`` clips (indices >= total are padding)."""
-        per = -(-total // self.world)
-        return range(self.rank * per, (self.rank + 1) * per)
+        return process_block(total, self.rank, self.world)
 
     def gather(self, features: np.ndarray, total: int) -> np.ndarray:
         """Every process's block of features, in order, without the padding: (total, ...)."""
