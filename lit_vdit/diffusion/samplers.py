@@ -57,17 +57,11 @@ class Sampler(Protocol):
     ) -> torch.Tensor: ...
 
 
-def _require(objective: Objective, kind: type, sampler: str) -> None:
-    if not isinstance(objective, kind):
-        other = "EulerSampler/HeunSampler" if kind is GaussianDiffusion else "DDPMSampler/DDIMSampler"
-        raise ValueError(
-            f"{sampler} samples a {kind.__name__} objective, but the model was trained with "
-            f"{type(objective).__name__}: use {other}"
-        )
+class _ObjectiveSampler:
+    """What every sampler shares: its number of steps and the check that the objective is the kind it
+    integrates (``objective_kind``); :meth:`integrate` is the sampler itself."""
 
-
-class DiffusionSampler:
-    """Iterates a Gaussian diffusion's ``steps`` respaced timesteps from noisiest to clean."""
+    objective_kind: type
 
     def __init__(self, steps: int = 50) -> None:
         self.steps = steps
@@ -79,7 +73,28 @@ class DiffusionSampler:
         noise: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        _require(objective, GaussianDiffusion, type(self).__name__)
+        if not isinstance(objective, self.objective_kind):
+            other = (
+                "EulerSampler/HeunSampler"
+                if self.objective_kind is GaussianDiffusion
+                else "DDPMSampler/DDIMSampler"
+            )
+            raise ValueError(
+                f"{type(self).__name__} samples a {self.objective_kind.__name__} objective, but the model "
+                f"was trained with {type(objective).__name__}: use {other}"
+            )
+        return self.integrate(objective, model_fn, noise, generator)
+
+    def integrate(self, objective, model_fn: ModelFn, noise: torch.Tensor, generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DiffusionSampler(_ObjectiveSampler):
+    """Iterates a Gaussian diffusion's ``steps`` respaced timesteps from noisiest to clean."""
+
+    objective_kind = GaussianDiffusion
+
+    def integrate(self, objective: GaussianDiffusion, model_fn, noise, generator) -> torch.Tensor:
         diffusion = objective.respaced(self.steps)
         x = noise
         for i in reversed(range(diffusion.num_timesteps)):
@@ -129,20 +144,12 @@ class DDIMSampler(DiffusionSampler):
         return x
 
 
-class EulerSampler:
+class EulerSampler(_ObjectiveSampler):
     """Euler integration of the flow ODE from t=1 (noise) to t=0 (data) in ``steps`` uniform steps."""
 
-    def __init__(self, steps: int = 50) -> None:
-        self.steps = steps
+    objective_kind = RectifiedFlow
 
-    def sample(
-        self,
-        objective: Objective,
-        model_fn: ModelFn,
-        noise: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        _require(objective, RectifiedFlow, type(self).__name__)
+    def integrate(self, objective: RectifiedFlow, model_fn, noise, generator) -> torch.Tensor:
         times = torch.linspace(1.0, 0.0, self.steps + 1, device=noise.device)
         x = noise
         for t_cur, t_next in zip(times[:-1], times[1:], strict=True):
@@ -173,7 +180,6 @@ class HeunSampler(EulerSampler):
             return x_euler
         v_next = self.velocity(objective, model_fn, x_euler, t_next)
         return x + (t_next - t_cur) * 0.5 * (v_cur + v_next)
-
 
 
 def default_sampler(objective: Objective) -> Sampler:
