@@ -278,4 +278,3 @@ class RectifiedFlow:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
         return x_t - t * out, x_t + (1 - t) * out
-
