@@ -10,8 +10,12 @@ without GPUs, a SLURM login node).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,39 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_vdit.checkpoint_io import AtomicCheckpointIO
 from lit_vdit.data import VideoDataModule
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... try installing litlogger / litmodels"), logged at
+    INFO on every Trainer; its other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+# Lightning 2.6's pytree helper uses torch.utils._pytree.LeafSpec, deprecated in torch 2.14: a notice
+# about Lightning's code, not about the run.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO lines ("Seed set to", "GPU available", "Loaded model weights") off while
+    building a run or reading a finished one in-process (eval, samples); its warnings still show, but
+    for the request to pass the training run's callbacks with ``ckpt_path``, whose state a run read
+    for evaluation or sampling does not need."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class VDiTCLI(LightningCLI):
@@ -63,14 +100,20 @@ def _cli(cli_class: type[VDiTCLI], args: list[str], argv: list[str], **kwargs: A
     kwargs.setdefault("datamodule_class", VideoDataModule)
     saved, sys.argv = sys.argv, argv
     try:
-        return cli_class(
-            L.LightningModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            parser_kwargs={"parser_mode": "omegaconf"},
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # The DiffusionModule keeps its frozen VAE in eval mode by design; Lightning's notice of
+            # modules in eval mode at the start of fit is about such modules only.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            return cli_class(
+                L.LightningModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                # When sys.argv already holds the arguments, LightningCLI parses them from there: given
+                # both, it warns with every argument repeated twice.
+                args=None if argv[1:] == list(args) else args,
+                parser_kwargs={"parser_mode": "omegaconf"},
+                **kwargs,
+            )
     finally:
         sys.argv = saved
 
@@ -149,14 +192,15 @@ class RunBuild:
 def build_run(args: list[str], with_data: bool = True) -> RunBuild:
     """A run's ``fit`` arguments (config files + dotted overrides) built into a :class:`RunBuild`;
     ``with_data=False`` for a model config alone (its clip shape and classes among its arguments)."""
-    cli = _cli(
-        _BuildingCLI,
-        args,
-        sys.argv[:1],  # the arguments come from ``args`` alone
-        datamodule_class=VideoDataModule if with_data else None,
-        seed_everything_default=False,  # builds and measures, trains nothing: seeds only if asked
-        run=False,
-    )
+    with quiet_lightning():
+        cli = _cli(
+            _BuildingCLI,
+            args,
+            sys.argv[:1],  # the arguments come from ``args`` alone
+            datamodule_class=VideoDataModule if with_data else None,
+            seed_everything_default=False,  # builds and measures, trains nothing: seeds only if asked
+            run=False,
+        )
     return RunBuild(cli.model, cli.datamodule if with_data else None, cli.config)
 
 

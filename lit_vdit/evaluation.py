@@ -14,7 +14,6 @@ import io
 import json
 import os
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Subset
 
-from lit_vdit.build import lightning_cli
+from lit_vdit.build import lightning_cli, quiet_lightning
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.io import atomic_write_json, atomic_write_text, fingerprint
 from lit_vdit.metrics import (
@@ -267,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         run=False,
         save_config=False,  # eval reads a run: no config.yaml written into the working directory
     )  # fmt: skip
-    with warnings.catch_warnings():
-        # Lightning asks for the callbacks of the training run, whose state eval does not need.
-        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+    with quiet_lightning():
         cli.trainer.validate(
             cli.model, datamodule=cli.datamodule, ckpt_path=args.ckpt, verbose=False, weights_only=True
         )

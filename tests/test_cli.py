@@ -270,3 +270,23 @@ def test_analysis_defaults_are_the_schema_roles():
     defaults = {k: v for k, v in dataclasses.asdict(Columns()).items() if v is not None}
     assert defaults == ANALYSIS_ROLES
     assert set(ANALYSIS_ROLES.values()) <= set(names(RUNS))
+
+
+def test_a_run_log_has_no_tips_nor_repeated_arguments_nor_dependency_notices(repo_root, tmp_path):
+    """What a grid's run writes to its log.txt: Lightning's advertising tips, LightningCLI's warning
+    that repeats every argument, and torch/torchdata/Lightning deprecation notices about their own code
+    are gone at their source; a real warning (an unknown argument) would still fail loudly."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_vdit.cli", "fit", *run_args(tmp_path), "--trainer.max_steps", "2"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = done.stdout + done.stderr
+    for noise in ("Tip:", "args parameter is intended", "set_vital", "LeafSpec", "in eval mode at the start"):
+        assert noise not in log, noise
+    assert "`Trainer.fit` stopped: `max_steps=2` reached." in log  # Lightning's INFO lines still show

@@ -9,6 +9,7 @@ budget), which the DiffusionModule reads when it builds its model, and for sampl
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
+
+# torchdata's StatefulDataLoader calls torch.set_vital, deprecated in torch 2.14, whenever a loader is
+# made (by us or by Lightning when it re-creates one): a notice about torchdata's code, not the run.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", module=r"torchdata\.")
 
 
 class GenerationDataset(Dataset):
