@@ -57,7 +57,7 @@ def fit_family(name: str, curves: pd.DataFrame, *, n_boot: int, seed: int, level
     compute, loss = np.exp(log_c), grid.min(axis=0)
     best = fit(law, {"C": compute}, loss)
     counts = resample_runs(np.arange(len(grid)), n_boot, seed)
-    envelopes = np.stack([grid[drawn > 0].min(axis=0) for drawn in counts])
+    envelopes = np.array([grid[drawn > 0].min(axis=0) for drawn in counts]).reshape(len(counts), len(compute))
     finite = np.isfinite(envelopes)  # inf: no run of the resample reaches that compute
     replicates = refit_replicates(best, {"C": compute}, np.where(finite, envelopes, 1.0), finite)
     samples = law.reported(replicates)
@@ -124,3 +124,36 @@ def crossing_sentence(cross: dict[str, Any]) -> str:
         f"{cross['leader_at_top']} overtakes {cross['other']} at C = {num(cross['estimate'])} FLOPs "
         f"({100 * cross['level']:g}% interval [{num(cross['low'])}, {num(cross['high'])}]; {found}; {where})."
     )
+
+
+def comparison_summary(fits: list[FamilyFit], cross: dict[str, Any], level: float) -> list[str]:
+    """One line per family (alpha and E with intervals) and the crossover sentence."""
+    pct = f"{100 * level:g}%"
+
+    def est(iv: Interval) -> str:
+        return f"{iv.estimate:.4g} [{iv.low:.4g}, {iv.high:.4g}]"
+
+    lines = [
+        f"{f.name}: alpha = {est(f.intervals['alpha'])}, E = {est(f.intervals['E'])} ({pct} intervals)"
+        for f in fits
+    ]
+    return [*lines, crossing_sentence(cross)]
+
+
+def comparison_results(fits: list[FamilyFit], cross: dict[str, Any]) -> dict[str, Any]:
+    """The comparison as JSON-able data: each family's law, estimates and counts, and the crossover."""
+    return {
+        "families": {
+            f.name: {
+                "law": f.fit.law.formula,
+                "estimates": {k: iv.as_dict() for k, iv in f.intervals.items()},
+                "rmse_log": f.fit.rmse_log,
+                "runs": int(f.curves["run_id"].nunique()),
+                "envelope_points": len(f.compute),
+                "bootstrap_failed": f.n_failed,
+                "warnings": f.warnings,
+            }
+            for f in fits
+        },
+        "crossover": cross,
+    }

@@ -47,13 +47,15 @@ def extrapolation_check(
     delta: float = 1e-3,
     weights: np.ndarray | None = None,
 ) -> Extrapolation:
-    """Hold out the ``holdout`` fraction of runs (at least one) with the largest ``order_by`` value."""
+    """Hold out the ``holdout`` fraction of runs (at least one) with the largest ``order_by`` value,
+    and every run tied with the smallest of them: ordered by ``"budget"``, the runs of an IsoFLOP grid's
+    largest budget are held out together (a budget is never split between fit and check)."""
     if not 0 < holdout < 1:
         raise FitError(f"holdout must be a fraction in (0, 1), got {holdout}")
     f = table.frame
-    size = f.groupby("run")[order_by].max().sort_values()
+    size = pd.to_numeric(f[order_by]).groupby(f["run"]).max().sort_values()
     n_out = max(1, math.ceil(holdout * len(size)))
-    out = f["run"].isin(size.index[-n_out:]).to_numpy()
+    out = f["run"].isin(size.index[size >= size.iloc[-n_out]]).to_numpy()
     rest = ~out
     if rest.sum() <= len(law.params):
         raise FitError(
@@ -72,7 +74,7 @@ def extrapolation_check(
     observed = table.values("y")[out]
     log_err = np.log(predicted) - np.log(observed)
     pct = 100.0 * (predicted / observed - 1.0)
-    cols = ["run_id", *dict.fromkeys((*law.inputs, order_by))]
+    cols = ["run_id", *dict.fromkeys(c for c in (*law.inputs, "C", order_by) if c in f)]
     held = f.loc[out, cols + ["y"]].assign(predicted=predicted, log_error=log_err, pct_error=pct)
     return Extrapolation(
         fit=sub,

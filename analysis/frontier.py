@@ -328,7 +328,9 @@ def parametric_frontier(
     """Approach 3: from the fitted Chinchilla law, ``N_opt = G (C / k)^a`` and ``D_opt = C / (k N_opt)``."""
 
     def allocation(v) -> tuple:
-        log_g = np.log(v["G"])
+        with np.errstate(divide="ignore"):  # G = 0: a replicate at an exponent's bound 0, no frontier
+            log_g = np.log(v["G"])
+        log_g = np.where(np.isfinite(log_g), log_g, np.nan)
         return v["a"], log_g - v["a"] * np.log(k), v["b"], -log_g - v["b"] * np.log(k)
 
     point = Allocation(*(float(x) for x in allocation(fit.estimates)))

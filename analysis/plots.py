@@ -246,15 +246,11 @@ def frontier(study: Study) -> Plot | None:
                     alpha=0.8,
                 )
             iv = fr.intervals[f"{role}_opt"]
-            if np.isfinite(iv.low):
-                ax.errorbar(  # side by side around the target compute
-                    [study.target * 1.15 ** (i - 1)],
-                    [iv.estimate],
-                    yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]],
-                    color=colour,
-                    capsize=4,
-                    fmt="o",
-                )
+            if np.isfinite(iv.low):  # side by side around the target compute
+                x = study.target * 1.15 ** (i - 1)
+                # a percentile interval need not contain the estimate: bar and point drawn apart
+                ax.plot([x, x], [iv.low, iv.high], color=colour, marker="_", markersize=8)
+                ax.plot([x], [iv.estimate], color=colour, marker="o")
         ax.axvline(c_all.max(), color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel=_label(study, "C"), ylabel=f"optimal {_label(study, role)}", title=f"{role}_opt(C)")
         ax.legend(fontsize=8)
@@ -357,6 +353,25 @@ def _metric_panel(ax, m: LawResult) -> None:
     )
 
 
+def _envelope_panel(ax, f: FamilyFit, colour: str, top: float, level: float, curves: bool = True) -> None:
+    """A family's runs (thin), its envelope (dots), the fitted E + A C^-alpha to ``top`` with its
+    bootstrap band."""
+    if curves:
+        for _, run in f.curves.groupby("run_id"):
+            ax.plot(run["C"], run["y"], color=colour, alpha=0.3, lw=0.8)
+    ax.scatter(f.compute, f.loss, color=colour, s=10, zorder=3, label=text(f"{f.name} envelope"))
+    c = np.geomspace(f.compute.min(), top, 200)
+    alpha = f.intervals["alpha"]
+    label = f"{f.name}: E + A C^-alpha, alpha = {alpha.estimate:.3g} [{alpha.low:.3g}, {alpha.high:.3g}]"
+    ax.plot(c, f.fit.predict({"C": c}), color=colour, lw=2, label=text(label))
+    ok = np.isfinite(f.replicates).all(axis=1)
+    if ok.sum() > 1:
+        band = np.percentile(
+            f.fit.law.predict(f.replicates[ok], {"C": c}), [50 * (1 - level), 50 * (1 + level)], 0
+        )
+        ax.fill_between(c, band[0], band[1], color=colour, alpha=0.15)
+
+
 def family_comparison(fits: list[FamilyFit], cross: dict[str, Any], level: float) -> Plot:
     """Families compared (:mod:`analysis.compare`): runs' curves, envelopes, fits with bootstrap bands
     and the crossover, on log-log axes."""
@@ -365,20 +380,8 @@ def family_comparison(fits: list[FamilyFit], cross: dict[str, Any], level: float
     ax.set(
         xscale="log", yscale="log", xlabel="training compute C (FLOPs, measured)", ylabel="validation loss"
     )
-    top = cross["search_range"][1]
     for colour, f in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), fits, strict=False):
-        for _, run in f.curves.groupby("run_id"):
-            ax.plot(run["C"], run["y"], color=colour, alpha=0.3, lw=0.8)
-        ax.scatter(f.compute, f.loss, color=colour, s=10, label=text(f"{f.name} envelope"))
-        c = np.geomspace(f.compute.min(), top, 200)
-        law = f.fit.law
-        ax.plot(c, f.fit.predict({"C": c}), color=colour, lw=2, label=text(f"{f.name} fit"))
-        ok = np.isfinite(f.replicates).all(axis=1)
-        if ok.sum() > 1:
-            band = np.percentile(
-                law.predict(f.replicates[ok], {"C": c}), [50 * (1 - level), 50 * (1 + level)], 0
-            )
-            ax.fill_between(c, band[0], band[1], color=colour, alpha=0.15)
+        _envelope_panel(ax, f, colour, cross["search_range"][1], level)
     if np.isfinite(cross["estimate"]):
         ax.axvline(cross["estimate"], color="k", ls="--", lw=1, label="crossover")
         if np.isfinite(cross["low"]):
@@ -390,12 +393,57 @@ def family_comparison(fits: list[FamilyFit], cross: dict[str, Any], level: float
         f"thick lines the fitted E + A C^-alpha with {100 * level:g}% bootstrap bands; the dotted line marks "
         "the largest trained compute (beyond it the fits are extrapolated)."
     )
-    return Plot("loss_vs_compute", caption, fig)
+    return Plot("family_comparison", caption, fig)
+
+
+def power_laws(study: Study) -> Plot | None:
+    """L(N) at the largest data budget (the L(N, D) slice) and L(C) through the curves' envelope."""
+    if study.size_law is None and study.compute_law is None:
+        return None
+    level = study.options.level
+    fig, axes = _figure(ncols=2)
+    f = study.table.frame
+    if study.size_law is not None:
+        law, ax = study.size_law, axes[0]
+        norm = _colourbar(fig, ax, f["D"], _label(study, "D"))
+        _scatter(ax, f, "N", "y", "D", norm, s=24)
+        n = np.geomspace(f["N"].min() / 1.5, f["N"].max() * 3, 80)
+        alpha = law.intervals["alpha"]
+        label = f"L(N) at D = {law.d:.3g}: alpha = {alpha.estimate:.3g} [{alpha.low:.3g}, {alpha.high:.3g}]"
+        ax.plot(n, law.predict(n), color=_cmap(norm, law.d), lw=2, label=text(label))
+        boot = study.main.boot
+        if boot is not None:
+            v = boot.samples
+            e_d = v["E"] + v["B"] * law.d ** -v["beta"]
+            curves = e_d[:, None] + v["A"][:, None] * n[None, :] ** -v["alpha"][:, None]
+            curves = curves[np.isfinite(curves).all(axis=1)]
+            if len(curves) > 1:
+                band = np.percentile(curves, [50 * (1 - level), 50 * (1 + level)], 0)
+                ax.fill_between(n, band[0], band[1], color=_cmap(norm, law.d), alpha=0.15)
+        ax.legend(fontsize=8)
+        ax.set(xlabel=_label(study, "N"), ylabel=_label(study, "y"), title="L(N) at the largest data budget")
+    if study.compute_law is not None:
+        ax, fam = axes[1], study.compute_law
+        _envelope_panel(ax, fam, "tab:purple", study.target, level, curves=False)
+        pts = (study.table if study.curves is None else study.curves).frame
+        ax.scatter(pts["C"], pts["y"], color="grey", s=6, alpha=0.4, zorder=2, label="evaluations")
+        ax.axvline(fam.compute.max(), color="grey", ls=":", lw=1)
+        ax.legend(fontsize=8)
+        ax.set(xlabel=_label(study, "C"), ylabel=_label(study, "y"), title="L(C): the compute envelope")
+    return Plot(
+        "power_laws",
+        f"Left: final losses coloured by data D and the fitted L(N, D) at the largest D, a power law in N, "
+        f"with its {100 * level:g}% bootstrap band. Right: every evaluation (grey), the lowest loss at each "
+        "compute (dots) and E + A C^-alpha fitted to them with its band, extrapolated to the target compute "
+        "past the dotted line.",
+        fig,
+    )
 
 
 FIGURES: tuple[Callable[[Study], Plot | None], ...] = (
     loss_vs_compute,
     loss_vs_n_and_d,
+    power_laws,
     isoflop_profiles,
     frontier,
     residuals,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.bootstrap import Interval
+from analysis.compare import FamilyFit, crossing_sentence
 from analysis.frontier import QUANTITIES
 from analysis.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from analysis.plots import Plot, make_plots
@@ -74,6 +75,78 @@ def _law_blocks(res: LawResult) -> list[Block]:
     ]
 
 
+def _estimate(iv: Interval) -> str:
+    return f"{num(iv.estimate)} [{num(iv.low)}, {num(iv.high)}]"
+
+
+def _power_law_section(study: Study, plot: Plot | None) -> Section:
+    """L(N) at the largest data budget and L(C) through the envelope, each E + A x^-alpha."""
+    level = f"{100 * study.options.level:g}%"
+    rows = []
+    if study.size_law is not None:
+        iv = study.size_law.intervals
+        rows.append(
+            [f"L(N) at D = {num(study.size_law.d)}", *(_estimate(iv[k]) for k in ("E_D", "A", "alpha")),
+             "slice of L(N, D): E_D = E + B D^-beta"]
+        )  # fmt: skip
+    if study.compute_law is not None:
+        fam = study.compute_law
+        rows.append(
+            ["L(C), compute envelope", *(_estimate(fam.intervals[k]) for k in ("E", "A", "alpha")),
+             f"{len(fam.compute)} envelope points from {fam.curves['run_id'].nunique()} runs; "
+             f"RMSE (log) {num(fam.fit.rmse_log)}"]
+        )  # fmt: skip
+    blocks: list[Block] = [
+        f"Power laws y = E + A x^-alpha with {level} bootstrap intervals (resampling runs). L(N) is the "
+        "fitted L(N, D) at the most data any run saw; L(C) is fitted to the lowest loss over all runs' "
+        "training curves at each compute (each resample rebuilds its envelope).",
+        Table(["law", "E", "A", "alpha", "from"], rows),
+    ]
+    return Section("Power laws in N and C", blocks + ([plot] if plot else []))
+
+
+def comparison_section(
+    title: str,
+    fits: list[FamilyFit],
+    cross: dict,
+    plot: Plot,
+    *,
+    metric: str,
+    min_step: int,
+    level: float,
+    extrapolate: float,
+) -> Section:
+    """Two families' envelope fits (:mod:`analysis.compare`) and their crossover as one section."""
+    pct = f"{100 * level:g}%"
+    n_boot = len(fits[0].replicates)
+    rows = [
+        [f.name, str(f.curves["run_id"].nunique()), str(len(f.compute)),
+         *(_estimate(f.intervals[k]) for k in ("E", "A", "alpha")), num(f.fit.rmse_log),
+         f"{n_boot - f.n_failed}/{n_boot}"]
+        for f in fits
+    ]  # fmt: skip
+    warnings = [w for f in fits for w in f.warnings]
+    return Section(
+        title,
+        [
+            f"Metric: {metric} at every evaluation from step {min_step} on. Per family, the lowest loss over "
+            "runs at every evaluated compute (each run's curve interpolated in log-log space between its "
+            "evaluations: the compute-efficient envelope) is fitted with L(C) = E + A C^-alpha (Huber loss "
+            f"on log residuals, multi-start L-BFGS). Intervals: {pct} percentile bootstrap over runs "
+            f"({n_boot} resamples: envelope rebuilt and law refitted).",
+            Table(
+                ["family", "runs", "envelope points", "E", "A", "alpha", "RMSE (log)", "bootstrap fits"], rows
+            ),
+            plot,
+            *([Bullets(warnings, warning=True)] if warnings else []),
+            crossing_sentence(cross),
+            "The crossover is the largest compute at which the two fitted curves are equal, searched from "
+            f"the smallest trained compute to {extrapolate:g} decade(s) beyond the largest; its interval "
+            "comes from pairs of bootstrap replicates (one per family) that cross.",
+        ],
+    )
+
+
 def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
     """The report's content, shared by the HTML and Markdown renderings."""
     o = study.options
@@ -121,6 +194,8 @@ def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
         out.append(sec)
     elif "loss_vs_compute" in by_name:
         out.append(Section("Data plots", [by_name["loss_vs_compute"]]))
+    if study.size_law is not None or study.compute_law is not None:
+        out.append(_power_law_section(study, by_name.get("power_laws")))
 
     if study.extrapolation is not None:
         e = study.extrapolation
@@ -169,6 +244,7 @@ def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
                 f"with {level} bootstrap intervals (resampling runs). Approach 1: lowest loss at each "
                 "compute; approach 2: IsoFLOP parabolas; approach 3: the fitted L(N, D).",
                 Table(["quantity", *(f"approach {fr.approach}" for fr in study.frontiers)], rows),
+                *([study.agreement] if study.agreement else []),
                 Bullets([f"approach {fr.approach}: {n}" for fr in study.frontiers for n in fr.notes]),
             ],
         )

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import Bootstrap, Interval, bootstrap_fit, resample_runs
+from analysis.bootstrap import Bootstrap, Interval, bootstrap_fit, interval, resample_runs
+from analysis.compare import FamilyFit, fit_family
 from analysis.data import Columns, Table, prepare
 from analysis.errors import AnalysisError
 from analysis.extrapolation import Extrapolation, extrapolation_check
@@ -73,6 +74,53 @@ class LawResult:
         }
 
 
+@dataclass(frozen=True)
+class SizeLaw:
+    """``L(N) = E_D + A N^-alpha``: the fitted ``L(N, D)`` at a fixed data budget ``D``, where
+    ``E_D = E + B D^-beta``; intervals from the same bootstrap replicates as the surface."""
+
+    d: float
+    intervals: dict[str, Interval]  # E_D, A, alpha
+
+    def predict(self, n: np.ndarray) -> np.ndarray:
+        e, a, alpha = (self.intervals[k].estimate for k in ("E_D", "A", "alpha"))
+        return e + a * np.asarray(n, float) ** -alpha
+
+    def as_dict(self) -> dict:
+        return {"D": self.d, "estimates": {k: iv.as_dict() for k, iv in self.intervals.items()}}
+
+
+def size_law(main: LawResult, d: float) -> SizeLaw:
+    """The slice of a fitted Chinchilla ``L(N, D)`` at data budget ``d`` as a power law in N."""
+
+    def e_d(v: Mapping[str, np.ndarray]) -> np.ndarray:
+        return v["E"] + v["B"] * d ** -v["beta"]
+
+    est = main.fit.estimates
+    level = next(iter(main.intervals.values())).level
+    samples = e_d(main.boot.samples) if main.boot else np.array([])
+    intervals = {"E_D": interval(samples, float(e_d(est)), level)}
+    intervals |= {k: main.intervals[k] for k in ("A", "alpha")}
+    return SizeLaw(float(d), intervals)
+
+
+def frontier_agreement(frontiers: list[Frontier]) -> str:
+    """Whether the approaches' intervals for N_opt at the target compute overlap, and if not, why."""
+    ivs = [(fr.approach, fr.intervals["N_opt"]) for fr in frontiers if np.isfinite(fr.intervals["N_opt"].low)]
+    if len(ivs) < 2:
+        return ""
+    shown = "; ".join(f"approach {a}: {iv.low:.3g} .. {iv.high:.3g}" for a, iv in ivs)
+    low, high = max(iv.low for _, iv in ivs), min(iv.high for _, iv in ivs)
+    if low <= high:
+        return f"The {len(ivs)} approaches agree: their N_opt intervals overlap ({shown})."
+    return (
+        f"The approaches disagree: their N_opt intervals do not all overlap ({shown}). They weigh the runs "
+        "differently (1: the lowest point of any training curve; 2: a parabola through each budget's final "
+        "losses; 3: the fitted L(N, D) surface), so a gap means the surface's form or the budgets' "
+        "profiles do not describe these runs equally well: see the residuals and the IsoFLOP profiles."
+    )
+
+
 def fit_law(
     law: Law,
     table: Table,
@@ -129,6 +177,9 @@ class Study:
     table: Table | None = None
     curves: Table | None = None
     main: LawResult | None = None
+    size_law: SizeLaw | None = None  # L(N) at the largest data budget, from ``main``
+    compute_law: FamilyFit | None = None  # L(C) through the lower envelope of the training curves
+    agreement: str = ""  # do the frontier approaches agree (see :func:`frontier_agreement`)
     extrapolation: Extrapolation | None = None
     frontiers: list[Frontier] = field(default_factory=list)
     metrics: list[LawResult] = field(default_factory=list)
@@ -145,6 +196,17 @@ class Study:
             "options": {k: v for k, v in vars(self.options).items() if k != "columns"}
             | {"columns": vars(self.options.columns)},
             "fit": self.main.as_dict() if self.main else None,
+            "size_law": self.size_law.as_dict() if self.size_law else None,
+            "compute_law": (
+                {
+                    "formula": self.compute_law.fit.law.formula,
+                    "estimates": {k: iv.as_dict() for k, iv in self.compute_law.intervals.items()},
+                    "envelope_points": len(self.compute_law.compute),
+                }
+                if self.compute_law
+                else None
+            ),
+            "frontier_agreement": self.agreement,
             "extrapolation": self.extrapolation.as_dict() if self.extrapolation else None,
             "frontier": {
                 "target_flops": self.target,
@@ -200,14 +262,19 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
             counts=counts,
         ),
     )
+    frame = study.table.frame
+    has_budget = "budget" in frame
+    budgets = pd.to_numeric(frame["budget"]).nunique() if has_budget else 0
     if study.main:
         study.warnings += study.main.warnings
+        study.size_law = size_law(study.main, float(study.table.values("D").max()))
         study.extrapolation = attempt(
             "extrapolation check",
             lambda: extrapolation_check(
                 chinchilla_law(),
                 study.table,
                 holdout=o.holdout,
+                order_by="budget" if budgets >= 2 else "C",
                 delta=o.delta,
                 weights=study.table.values("weight") if "weight" in study.table.frame else None,
             ),
@@ -218,7 +285,6 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
         if o.points == "all"
         else attempt("training curves", lambda: prepare(df, roles, points="all", **common))
     )
-    has_budget = "budget" in study.table.frame
     study.notes.append(
         f"compute budgets from column {cols.budget!r}"
         if has_budget
@@ -245,6 +311,15 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
             )
         )
     study.frontiers = [fr for fr in frontiers if fr is not None]
+    study.agreement = frontier_agreement(study.frontiers)
+    curves = study.table if study.curves is None else study.curves
+    if curves.frame.groupby("run").size().max() > 1:
+        study.compute_law = attempt(
+            "L(C) envelope",
+            lambda: fit_family("envelope", curves.frame, n_boot=o.n_boot, seed=o.seed, level=o.level),
+        )
+        if study.compute_law:
+            study.warnings += study.compute_law.warnings
     for fr in study.frontiers:
         study.warnings += fr.warnings
 

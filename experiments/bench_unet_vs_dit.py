@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.bootstrap import Interval
-from analysis.compare import crossing_sentence, crossover, fit_family
+from analysis.compare import FamilyFit, comparison_results, comparison_summary, crossover, fit_family
 from analysis.io import atomic_write_text
 from experiments.grid import Run, expand, load_spec, resolve_key
 from lit_vdit.build import build_run
@@ -169,37 +168,43 @@ def family_curves(table: pd.DataFrame, metric: str, min_step: int) -> dict[str, 
     }
 
 
+def compare_families(
+    table: pd.DataFrame,
+    metric: str,
+    *,
+    min_step: int,
+    n_boot: int,
+    seed: int,
+    level: float,
+    extrapolate: float,
+) -> tuple[list[FamilyFit], dict[str, Any]]:
+    """Each denoiser family's envelope fit (:func:`analysis.compare.fit_family`, from ``min_step``
+    on) and the crossover of the first two; the benchmark's report and the demo's both use it."""
+    curves = family_curves(table, metric, min_step)
+    if len(curves) < 2:
+        raise SystemExit(
+            f"the runs table has {len(curves)} denoiser families with data; need a DiT and a U-Net"
+        )
+    fits = [fit_family(name, f, n_boot=n_boot, seed=seed, level=level) for name, f in sorted(curves.items())]
+    return fits, crossover(fits[0], fits[1], extrapolate, level)
+
+
 def write_report(
     out: Path, table: pd.DataFrame, through: pd.DataFrame | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Fit both families, find the crossover, write report.html, report.md, figures/ and results.json."""
     # analysis.report draws with matplotlib: imported here only, not in the timing processes.
     from analysis.plots import family_comparison
-    from analysis.report import Bullets, Section, Table, num, save_report
+    from analysis.report import Bullets, Section, Table, comparison_section, num, save_report
 
     metric = args.metric or (
         "val_loss_ema" if "val_loss_ema" in table and table["val_loss_ema"].notna().any() else "val_loss_raw"
     )
-    curves = family_curves(table, metric, args.min_step)
-    if len(curves) < 2:
-        raise SystemExit(
-            f"the runs table has {len(curves)} denoiser families with data; need a DiT and a U-Net"
-        )
-    fits = [
-        fit_family(name, frame, n_boot=args.bootstrap, seed=args.seed, level=args.level)
-        for name, frame in sorted(curves.items())
-    ]
-    cross = crossover(fits[0], fits[1], args.extrapolate, args.level)
-    plot = family_comparison(fits, cross, args.level)
-    level = f"{100 * args.level:g}%"
-
-    def est(iv: Interval) -> str:
-        return f"{num(iv.estimate)} [{num(iv.low)}, {num(iv.high)}]"
-
-    summary = [
-        f"{f.name}: alpha = {est(f.intervals['alpha'])}, E = {est(f.intervals['E'])} ({level} intervals)"
-        for f in fits
-    ] + [crossing_sentence(cross)]
+    fits, cross = compare_families(
+        table, metric, min_step=args.min_step, n_boot=args.bootstrap, seed=args.seed, level=args.level,
+        extrapolate=args.extrapolate,
+    )  # fmt: skip
+    summary = comparison_summary(fits, cross, args.level)
     if through is not None:
         flops, speed = through["flops_ratio"], through["speed_ratio"]
         summary.append(
@@ -210,48 +215,13 @@ def write_report(
     sections = [Section("Summary", [Bullets(summary)])]
     if through is not None:
         sections.append(throughput_section(through))
-    fit_rows = [
-        [
-            f.name,
-            str(f.curves["run_id"].nunique()),
-            str(len(f.compute)),
-            *(est(f.intervals[k]) for k in ("E", "A", "alpha")),
-            num(f.fit.rmse_log),
-            f"{len(f.replicates) - f.n_failed}/{len(f.replicates)}",
-        ]
-        for f in fits
-    ]
-    warnings = [w for f in fits for w in f.warnings]
+    plot = family_comparison(fits, cross, args.level)
     sections.append(
-        Section(
-            "Loss against training compute",
-            [
-                f"Metric: {metric} at every evaluation from step {args.min_step} on. Per family, the lowest "
-                "loss over runs at every evaluated compute (each run's curve interpolated in log-log space "
-                "between its evaluations: the compute-efficient envelope) is fitted with "
-                "L(C) = E + A C^-alpha (Huber loss on log residuals, multi-start L-BFGS). Intervals: "
-                f"{level} percentile bootstrap over runs ({args.bootstrap} resamples: envelope rebuilt and "
-                "law refitted).",
-                Table(
-                    ["family", "runs", "envelope points", "E", "A", "alpha", "RMSE (log)", "bootstrap fits"],
-                    fit_rows,
-                ),
-                plot,
-                *([Bullets(warnings, warning=True)] if warnings else []),
-            ],
+        comparison_section(
+            "Loss against training compute", fits, cross, plot, metric=metric, min_step=args.min_step,
+            level=args.level, extrapolate=args.extrapolate,
         )
-    )
-    sections.append(
-        Section(
-            "Crossover",
-            [
-                crossing_sentence(cross),
-                "The crossover is the largest compute at which the two fitted curves are equal, searched "
-                f"from the smallest trained compute to {args.extrapolate:g} decade(s) beyond the largest; "
-                "its interval comes from pairs of bootstrap replicates (one per family) that cross.",
-            ],
-        )
-    )
+    )  # fmt: skip
     final = table.sort_values("step").groupby("run_id").tail(1)
     hardware = ", ".join(map(str, final["hardware"].unique())) if "hardware" in final else "unknown hardware"
     sections.append(
@@ -279,19 +249,7 @@ def write_report(
     )
     results = {
         "metric": metric,
-        "families": {
-            f.name: {
-                "law": f.fit.law.formula,
-                "estimates": {k: iv.as_dict() for k, iv in f.intervals.items()},
-                "rmse_log": f.fit.rmse_log,
-                "runs": int(f.curves["run_id"].nunique()),
-                "envelope_points": len(f.compute),
-                "bootstrap_failed": f.n_failed,
-                "warnings": f.warnings,
-            }
-            for f in fits
-        },
-        "crossover": cross,
+        **comparison_results(fits, cross),
         "summary": summary,
         "throughput": through.to_dict(orient="records") if through is not None else None,
     }

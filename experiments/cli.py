@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from experiments.collect import collect
-from experiments.grid import GridSpecError, load_spec
+from experiments.grid import GridSpecError, Run, load_spec
 from experiments.plan import plan
-from experiments.runner import run_local, run_slurm, slurm_executor, status
+from experiments.progress import run_with_progress
+from experiments.runner import run_slurm, slurm_executor, status
 from lit_vdit.io import atomic_write_json
 
 
@@ -85,25 +87,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     out = Path(args.out)
-    atomic_write_json(
-        out / "grid.json",
-        {
-            "spec": str(Path(args.spec).resolve()),
-            "runs": [{**run.to_dict(), **info} for run, info in planned],
-        },
-    )
-    runs = [run for run, _ in planned]
     if args.launcher == "slurm":
+        write_grid(out, args.spec, planned)
         parameters = dict(item.split("=", 1) for item in args.slurm)
         jobs = run_slurm(planned, out, slurm_executor(out / "slurm", **parameters))
         print(f"submitted {len(jobs)} jobs: {' '.join(job.job_id for job in jobs)}")
         return 0
-    states = run_local(runs, out, workers=args.workers)
+    return 1 if run_grid(args.spec, out, planned, workers=args.workers) else 0
+
+
+def write_grid(out: Path, spec: str | Path, planned: list[tuple[Run, dict[str, Any]]]) -> None:
+    """DIR/grid.json: the spec's path and every planned run with its settings, N, D and C."""
+    atomic_write_json(
+        out / "grid.json",
+        {"spec": str(Path(spec).resolve()), "runs": [{**run.to_dict(), **info} for run, info in planned]},
+    )
+
+
+def run_grid(
+    spec: str | Path, out: Path, planned: list[tuple[Run, dict[str, Any]]], workers: int = 1
+) -> list[str]:
+    """Run a planned grid on this machine with one progress bar (finished runs skipped), collect
+    DIR/runs.csv; returns the ids of the runs that failed. ``grid run`` and the demo both use it."""
+    write_grid(out, spec, planned)
+    states = run_with_progress(planned, out, workers=workers)
     failed = [run_id for run_id, state in states.items() if state == "failed"]
     collect(out)
     failed_ids = ": " + " ".join(failed) if failed else ""
     print(f"ran {len(states)} runs, {len(failed)} failed{failed_ids}; table {out / 'runs.csv'}")
-    return 1 if failed else 0
+    return failed
 
 
 def bench_main(argv: list[str]) -> int:

@@ -14,10 +14,16 @@ from lit_vdit.io import atomic_write_text
 
 
 def collect(grid_dir: str | Path) -> pd.DataFrame:
-    """Join every run's metrics.csv with its settings and costs; write DIR/runs.csv atomically."""
+    """Join every planned run's metrics.csv with its settings and costs; write DIR/runs.csv atomically."""
     grid_dir = Path(grid_dir)
     frames = []
+    planned = grid_dir / "grid.json"
+    # The grid's runs: those grid.json plans (a run left over from an earlier version of the spec stays
+    # on disk but is not part of this grid), or every run folder when there is no plan.
+    wanted = {r["run_id"] for r in json.loads(planned.read_text())["runs"]} if planned.is_file() else None
     for directory in sorted((grid_dir / "runs").glob("*/")):
+        if wanted is not None and directory.name not in wanted:
+            continue
         metrics, result = directory / "metrics.csv", directory / "result.json"
         if not metrics.is_file() or not result.is_file():
             continue

@@ -1,77 +1,193 @@
-"""``lit-vdit demo``: a small scaling grid on the synthetic clips, samples, then fits and a report.
+"""``lit-vdit demo``: a small but complete scaling study on the synthetic clips (experiments/demo.yaml).
 
-By default the DiTs train in pixel space. ``--latent`` first trains the demo VAE
-(configs/model/vae_demo.yaml, 1x4x4 compression, 4 channels) and runs the same grid in its latent
-space (patch 1x1x1, so the token count equals the pixel grid's), with samples decoded by the VAE.
-Every step resumes: rerunning the demo skips finished runs and redoes only what is missing.
+An IsoFLOP grid of DiT sizes and compute budgets plus param-matched U-Nets runs on this machine with
+one progress bar; the report (DEMO/report/report.html and .md) then shows the Chinchilla fit L(N, D),
+L(N) and the compute envelope L(C) as power laws, N_opt(C) by the three approaches of Hoffmann et al.,
+the largest budget's losses predicted by a fit that did not see them, U-Net against DiT at matched
+compute, and samples of every DiT size from the same noise.
+
+By default the models train in pixel space. ``--latent`` first trains the demo VAE
+(configs/model/vae_demo.yaml, 1x4x4 compression, 4 channels) and runs the same study in its latent
+space (DiT patch 1x1x1, so the token count equals the pixel grid's), with samples decoded by the VAE.
+Everything resumes: rerunning the demo skips finished runs and only reports again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import torch
 import yaml
+from rich.console import Console
 
-from experiments.cli import main as grid_main
-from lit_vdit.cli import main as cli_main
+from analysis.compare import comparison_results, comparison_summary
+from analysis.data import Columns
+from analysis.plots import Plot, family_comparison, make_plots
+from analysis.report import Section, build_sections, comparison_section, save_report
+from analysis.study import Study, StudyOptions, run_study
+from experiments.bench_unet_vs_dit import PAIRS, compare_families
+from experiments.cli import run_grid
+from experiments.gallery import gallery, sample_run
+from experiments.grid import Run, load_spec
+from experiments.plan import plan
+from experiments.runner import run_dir
+from lit_vdit.build import lightning_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+METRIC = "val_loss_raw"  # the demo's runs keep no EMA (see demo.yaml)
+MIN_STEP = 10  # the U-Net vs DiT envelopes start past the first evaluations' warm-up transient
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lit-vdit demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
+    parser.add_argument("--spec", default=str(REPO_ROOT / "experiments" / "demo.yaml"), help="grid spec")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="concurrent runs, each with cores/workers threads (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latent", action="store_true", help="train the demo VAE, then the study in its latent space"
+    )
+    parser.add_argument("--vae-steps", type=int, default=300, help="training steps of the demo VAE")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of runs")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lit-vdit demo", description=__doc__)
-    parser.add_argument("--out", default="demo_out", help="output folder")
-    parser.add_argument("--spec", default=str(REPO_ROOT / "experiments" / "demo.yaml"), help="grid spec")
-    parser.add_argument("--workers", type=int, default=1, help="concurrent runs")
-    parser.add_argument(
-        "--latent", action="store_true", help="train the demo VAE, then the grid in its latent space"
-    )
-    parser.add_argument("--vae-steps", type=int, default=300, help="training steps of the demo VAE")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    console = Console()
     out = Path(args.out)
     start = time.perf_counter()
-
     spec, grid_dir, report_dir = args.spec, out / "grid", out / "report"
     if args.latent:  # its own folders: a runs.csv never mixes pixel- and latent-space runs
         spec = latent_spec(args.spec, train_demo_vae(out / "vae", args.spec, args.vae_steps), out)
         grid_dir, report_dir = out / "grid_latent", out / "report_latent"
-    code = grid_main(["run", spec, "--out", str(grid_dir), "--workers", str(args.workers)])
-    if code:
-        print(f"demo: some runs failed; see `lit-vdit grid status {grid_dir}` and their log.txt")
-        return code
 
-    # Samples from the largest model of the grid (EMA weights, classifier-free guidance).
-    runs = json.loads((grid_dir / "grid.json").read_text())["runs"]
-    largest = max(runs, key=lambda run: run["params_non_embedding"])
-    run_dir = grid_dir / "runs" / largest["run_id"]
-    predict_args = [
-        arg for key in ("model", "data", "trainer") for arg in (f"--{key}", largest["files"][key])
-    ]
-    for key, value in largest["overrides"].items():
-        predict_args += [f"--{key}", json.dumps(value) if isinstance(value, list | dict) else str(value)]
-    cli_main(
-        [
-            "predict",
-            *predict_args,
-            "--trainer.default_root_dir",
-            str(run_dir),
-            "--trainer.logger",
-            "false",
-            "--ckpt_path",
-            str(run_dir / "checkpoints" / "last.ckpt"),
-        ]
+    planned = plan(load_spec(spec))
+    console.print(describe_grid(planned, args.workers))
+    failed = run_grid(spec, grid_dir, planned, workers=args.workers)
+    if failed:
+        console.print(f"[red]demo: {len(failed)} runs failed[/]; see `lit-vdit grid status {grid_dir}`")
+        return 1
+    trained = time.perf_counter()
+
+    console.print("fitting the laws and drawing the report ...")
+    study, lines = write_report(pd.read_csv(grid_dir / "runs.csv"), planned, grid_dir, report_dir, args)
+    console.print(*lines, sep="\n")
+    console.print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s (grid {trained - start:.0f} s, report "
+        f"{time.perf_counter() - trained:.0f} s)\n  runs table : {grid_dir / 'runs.csv'}\n"
+        f"  report     : {report_dir / 'report.html'} (and report.md)"
+    )
+    return 0
+
+
+def describe_grid(planned: list[tuple[Run, dict[str, Any]]], workers: int) -> str:
+    sizes = sorted({str(run.axes["preset"]) for run, _ in planned})
+    budgets = sorted({run.axes["budget"] for run, _ in planned})
+    return (
+        f"demo: {len(planned)} runs ({', '.join(sizes)} at {len(budgets)} compute budgets "
+        f"{budgets[0]:.1e}..{budgets[-1]:.1e} FLOPs), {workers} at a time"
     )
 
-    code = cli_main(["analyze", "report", str(grid_dir / "runs.csv"), "--out", str(report_dir)])
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
-    print(f"  runs table : {grid_dir / 'runs.csv'}")
-    print(f"  samples    : {run_dir / 'samples'} ({largest['name']})")
-    print(f"  report     : {report_dir / 'report.html'}")
-    return code
+
+def write_report(
+    table: pd.DataFrame,
+    planned: list[tuple[Run, dict[str, Any]]],
+    grid_dir: Path,
+    report_dir: Path,
+    args: argparse.Namespace,
+) -> tuple[Study, list[str]]:
+    """The study of the DiT runs, U-Net vs DiT, the sample gallery; returns the headline lines."""
+    dit = table[table["denoiser"] == "VideoDiT"]
+    options = StudyOptions(
+        columns=Columns(y=METRIC),
+        n_boot=args.bootstrap,
+        metrics=(),
+        title="lit_vdit demo: an IsoFLOP study of video DiTs on synthetic clips",
+    )
+    study = run_study(dit, options, source=str(grid_dir / "runs.csv"))
+    plots = make_plots(study)
+    sections = build_sections(study, plots)
+
+    unets = set(table.loc[table["denoiser"] == "VideoUNet", "preset"])
+    matched = {dit for dit, unet in PAIRS.items() if unet in unets}  # the DiTs of the U-Nets' sizes
+    pairs = table[table["preset"].isin(matched | unets)]
+    fits, cross = compare_families(
+        pairs, METRIC, min_step=MIN_STEP, n_boot=args.bootstrap, seed=0, level=options.level, extrapolate=1.0
+    )
+    comparison = family_comparison(fits, cross, options.level)
+    sections.append(
+        comparison_section(
+            f"U-Net vs DiT at matched compute ({', '.join(sorted(set(pairs['preset'])))})",
+            fits, cross, comparison, metric=METRIC, min_step=MIN_STEP, level=options.level, extrapolate=1.0,
+        )
+    )  # fmt: skip
+
+    samples = sample_gallery(planned, set(dit["run_id"]), grid_dir)
+    sections.insert(1 if study.warnings else 0, Section("Samples", [samples]))
+    results = study.as_dict() | {"unet_vs_dit": comparison_results(fits, cross)}
+    save_report(report_dir, options.title, sections, [*plots, comparison, samples], results)
+    return study, headline(study, comparison_summary(fits, cross, options.level))
+
+
+def sample_gallery(planned: list[tuple[Run, dict[str, Any]]], dits: set[str], grid_dir: Path) -> Plot:
+    """Each DiT size's run (``dits``: run ids) at the largest budget, sampled from the same classes and
+    noise seeds."""
+    largest = max(run.axes["budget"] for run, _ in planned)
+    rows = []
+    for run, info in sorted(planned, key=lambda p: p[1]["params_non_embedding"]):
+        if run.axes["budget"] != largest or run.run_id not in dits:
+            continue
+        videos = sample_run(run, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
+        rows.append((f"{run.axes['preset']}\nN={info['params_non_embedding'] / 1e3:.0f}K", videos))
+    return gallery(
+        rows,
+        f"Samples at the largest budget ({largest:.1e} FLOPs): one row per DiT size, the same class labels "
+        "and noise seeds in every row; each video's frames run left to right.",
+    )
+
+
+def headline(study: Study, comparison: list[str]) -> list[str]:
+    """The numbers a reader wants first: exponents, the prediction's error, the crossover."""
+    lines = []
+    if study.main is not None:
+        iv = study.main.intervals
+        lines.append(
+            f"L(N, D) = E + A/N^alpha + B/D^beta: alpha = {_iv(iv['alpha'])}, beta = {_iv(iv['beta'])}, "
+            f"E = {_iv(iv['E'])}"
+        )
+    if study.size_law is not None:
+        lines.append(
+            f"L(N) at D = {study.size_law.d:.3g} tokens: alpha = {_iv(study.size_law.intervals['alpha'])}"
+        )
+    if study.compute_law is not None:
+        lines.append(f"L(C) envelope: alpha = {_iv(study.compute_law.intervals['alpha'])}")
+    for fr in study.frontiers:
+        lines.append(f"N_opt ~ C^a, approach {fr.approach}: a = {_iv(fr.intervals['a'])}")
+    if study.agreement:
+        lines.append(study.agreement)
+    if study.extrapolation is not None:
+        e = study.extrapolation
+        lines.append(
+            f"prediction of the {e.held_out['run_id'].nunique()} runs of the largest budget by a fit without "
+            f"them: mean absolute error {e.mean_abs_pct:.2f}% (largest {e.max_abs_pct:.2f}%)"
+        )
+    lines += comparison
+    lines += [f"[yellow]warning:[/] {w}" for w in study.warnings]
+    return lines
+
+
+def _iv(iv) -> str:
+    return f"{iv.estimate:.3g} [{iv.low:.3g}, {iv.high:.3g}]"
 
 
 def train_demo_vae(root: Path, spec: str, steps: int) -> Path:
@@ -82,7 +198,7 @@ def train_demo_vae(root: Path, spec: str, steps: int) -> Path:
     overrides = yaml.safe_load(Path(spec).read_text())["base"].get("overrides", {})
     data = [arg for key, value in overrides.items() if key.startswith("data.")
             for arg in (f"--{key}", str(value))]  # fmt: skip
-    cli_main(
+    lightning_cli(
         [
             "fit",
             "--model", str(REPO_ROOT / "configs" / "model" / "vae_demo.yaml"),

@@ -15,11 +15,13 @@ A spec (read with omegaconf)::
       batch_size: {by: preset, values: {T0: 32, T1: 32, T2: 16}}
     isoflop:                    # optional: steps set so that every run spends each budget C
       budgets: [1.0e12, 3.0e12]
-      min_steps: 20
+      min_steps: 20             # a size needing fewer steps at a budget is left out there
+      max_steps: 1000           # optional: so is one needing more (the size window moves with C)
+      warmup_fraction: 0.1      # optional: warm-up steps = this fraction of each run's steps
 
-Aliases: ``preset``, ``steps``, ``lr``, ``seed``, ``num_clips`` (the data budget in unique clips),
-``batch_size``, ``precision``, ``devices`` and ``strategy`` (a trainer config name in configs/trainer,
-e.g. ``ddp_cpu``). Every other key is a LightningCLI argument such as
+Aliases: ``preset``, ``steps``, ``lr``, ``warmup_steps``, ``seed``, ``num_clips`` (the data budget in
+unique clips), ``batch_size``, ``precision``, ``devices`` and ``strategy`` (a trainer config name in
+configs/trainer, e.g. ``ddp_cpu``). Every other key is a LightningCLI argument such as
 ``model.init_args.denoiser.init_args.attention``.
 """
 
@@ -38,6 +40,7 @@ ALIASES = {
     "preset": "model.init_args.denoiser.init_args.preset",
     "steps": "trainer.max_steps",
     "lr": "model.init_args.lr",
+    "warmup_steps": "model.init_args.warmup_steps",
     "seed": "seed_everything",
     "num_clips": "data.init_args.num_clips",
     "batch_size": "data.init_args.batch_size",

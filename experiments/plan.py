@@ -33,20 +33,34 @@ def describe(run: Run) -> dict[str, Any]:
 def apply_isoflop(
     spec: dict[str, Any], runs: list[Run], infos: list[dict[str, Any]]
 ) -> tuple[list[Run], list[dict]]:
-    """Chinchilla approach 2: for each budget C, each run's steps = C / (train FLOPs per step)."""
+    """Chinchilla approach 2: for each budget C, each run's steps = C / (train FLOPs per step). Runs
+    under ``min_steps`` or over ``max_steps`` are left out, so the window of sizes moves up with the
+    budget; with ``warmup_fraction``, a run's warm-up steps are that fraction of its steps."""
     iso = spec.get("isoflop")
     if not iso:
         return runs, infos
+    allowed = ("budgets", "min_steps", "max_steps", "warmup_fraction")
+    unknown = set(iso) - set(allowed)
+    if unknown:
+        raise GridSpecError(f"isoflop: unknown key(s) {sorted(unknown)}; allowed: {', '.join(allowed)}")
     if not iso.get("budgets"):
         raise GridSpecError("isoflop.budgets: give a list of training-FLOP budgets, e.g. [1.0e12, 3.0e12]")
     min_steps = int(iso.get("min_steps", 10))
+    max_steps = iso.get("max_steps")
+    warmup = iso.get("warmup_fraction")
+    if warmup is not None and not 0 <= float(warmup) < 1:
+        raise GridSpecError(f"isoflop.warmup_fraction must be in [0, 1), got {warmup}")
     out_runs, out_infos = [], []
     for budget in iso["budgets"]:
         for run, info in zip(runs, infos, strict=True):
             steps = round(float(budget) / (info["flops_train_step"] * info["global_batch"]))
             if steps < min_steps:
                 continue  # the model is too big to train for even min_steps at this budget
+            if max_steps is not None and steps > int(max_steps):
+                continue  # too small for this budget: far left of its optimum, and the longest run
             overrides = {**run.overrides, resolve_key("steps"): steps}
+            if warmup is not None:  # each run warms up over the same fraction of its own length
+                overrides[resolve_key("warmup_steps")] = max(1, round(float(warmup) * steps))
             axes = {**run.axes, "budget": float(budget)}
             out_runs.append(Run(f"{run.name}-C={float(budget):.2g}", run.files, overrides, axes))
             out_infos.append({**info, "max_steps": steps})

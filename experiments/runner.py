@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,25 @@ def execute(run: Run, directory: Path, threads: int | None = None) -> str:
     return "failed"
 
 
-def run_local(runs: list[Run], grid_dir: Path, workers: int = 1) -> dict[str, str]:
-    """Run every unfinished run: sequentially, or with ``workers`` concurrent processes."""
+def run_local(
+    runs: list[Run],
+    grid_dir: Path,
+    workers: int = 1,
+    on_done: Callable[[Run, str], None] | None = None,
+) -> dict[str, str]:
+    """Run every unfinished run: sequentially, or with ``workers`` concurrent processes; ``on_done(run,
+    state)`` is called (from a worker thread) as each run ends."""
     todo = [run for run in runs if run_state(run_dir(grid_dir, run)) in ("pending", "failed")]
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+    def one(run: Run) -> str:
+        state = execute(run, run_dir(grid_dir, run), threads)
+        if on_done is not None:
+            on_done(run, state)
+        return state
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        states = list(pool.map(lambda run: execute(run, run_dir(grid_dir, run), threads), todo))
+        states = list(pool.map(one, todo))
     return {run.run_id: state for run, state in zip(todo, states, strict=True)}
 
 

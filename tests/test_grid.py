@@ -196,3 +196,30 @@ def test_devices_auto_on_a_machine_without_gpus_asks_for_a_number(tmp_path, repo
     path = write_spec(tmp_path, repo_root, {"preset": ["T0"], "strategy": ["ddp_gpu"]})
     with pytest.raises(ValueError, match=r"trainer.devices is 'auto'.*--trainer.devices 8"):
         plan(load_spec(path))
+
+
+def test_isoflop_window_of_steps_and_warmup_fraction(tmp_path, repo_root):
+    iso = {"budgets": [2e9, 8e9], "min_steps": 1, "max_steps": 300, "warmup_fraction": 0.1}
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0", "T2"]}, isoflop=iso)
+    planned = plan(load_spec(path))
+    everything = plan(load_spec(write_spec(tmp_path, repo_root, {"preset": ["T0", "T2"]},
+                                           isoflop={**iso, "max_steps": 10**6})))  # fmt: skip
+    steps = {run.name: info["max_steps"] for run, info in everything}
+    kept = {run.name for run, _ in planned}
+    assert kept == {name for name, n in steps.items() if n <= 300} and len(kept) < len(steps)
+    for run, info in planned:  # each run warms up over a tenth of its own steps
+        assert run.overrides["model.init_args.warmup_steps"] == max(1, round(0.1 * info["max_steps"]))
+    with pytest.raises(GridSpecError, match="unknown key.*budget_list"):
+        plan(load_spec(write_spec(tmp_path, repo_root, {"preset": ["T0"]}, isoflop={"budget_list": [1e9]})))
+
+
+def test_collect_keeps_the_runs_of_the_current_plan_only(tmp_path, repo_root):
+    out = tmp_path / "grid"
+    old = expand(load_spec(write_spec(tmp_path, repo_root, {"preset": ["T0", "T1"]})))
+    assert sorted(run_local(old, out).values()) == ["done", "done"]
+    spec = write_spec(tmp_path, repo_root, {"preset": ["T0"]})  # the spec changed: T1 is no longer in it
+    from experiments.cli import main as grid_main
+
+    assert grid_main(["run", str(spec), "--out", str(out)]) == 0  # T0 resumes (finished), nothing runs
+    table = pd.read_csv(out / "runs.csv")
+    assert set(table["preset"]) == {"T0"} and (out / "runs" / old[1].run_id).is_dir()

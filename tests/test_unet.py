@@ -171,4 +171,4 @@ def test_bench_report_fits_both_families_and_finds_the_crossover(tmp_path):
     assert cross["low"] <= cross["estimate"] <= cross["high"]
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "<b>" not in html
-    assert (tmp_path / "report.md").is_file() and (tmp_path / "figures" / "loss_vs_compute.png").is_file()
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "figures" / "family_comparison.png").is_file()

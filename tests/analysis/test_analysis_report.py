@@ -84,7 +84,8 @@ def test_fit_json(runs_csv, capsys, truth):
     assert out["converged"] and out["n_points"] == 20
     est = out["estimates"]
     assert est["beta"]["low"] < est["beta"]["estimate"] < est["beta"]["high"]
-    assert out["extrapolation"]["n_held_out_runs"] == 4 and out["extrapolation"]["order_by"] == "C"
+    # 20% of 20 runs is 4, but the 5 runs of the largest budget tie in C: they are held out together.
+    assert out["extrapolation"]["n_held_out_runs"] == 5 and out["extrapolation"]["order_by"] == "C"
 
 
 def test_fit_one_input_laws(runs_csv, capsys):
