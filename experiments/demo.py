@@ -32,7 +32,7 @@ from analysis.report import Section, build_sections, comparison_section, save_re
 from analysis.study import Study, StudyOptions, run_study
 from experiments.bench_unet_vs_dit import PAIRS, compare_families
 from experiments.cli import run_grid
-from experiments.gallery import gallery, sample_run
+from experiments.gallery import gallery, real_clips, sample_run
 from experiments.grid import Run, load_spec
 from experiments.plan import plan
 from experiments.runner import run_dir
@@ -143,16 +143,18 @@ def sample_gallery(planned: list[tuple[Run, dict[str, Any]]], dits: set[str], gr
     """Each DiT size's run (``dits``: run ids) at the largest budget, sampled from the same classes and
     noise seeds."""
     largest = max(run.axes["budget"] for run, _ in planned)
-    rows = []
+    rows, run = [], None
     for run, info in sorted(planned, key=lambda p: p[1]["params_non_embedding"]):
         if run.axes["budget"] != largest or run.run_id not in dits:
             continue
-        videos = sample_run(run, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
+        videos, labels = sample_run(run, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
         rows.append((f"{run.axes['preset']}\nN={info['params_non_embedding'] / 1e3:.0f}K", videos))
+    rows.append(("real clips", real_clips(run, labels)))
     return gallery(
         rows,
         f"Samples at the largest budget ({largest:.1e} FLOPs): one row per DiT size, the same class labels "
-        "and noise seeds in every row; each video's frames run left to right.",
+        "and noise seeds in every row, and real clips of those classes last; each video's frames run "
+        "left to right.",
     )
 
 

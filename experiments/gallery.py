@@ -18,21 +18,33 @@ from lit_vdit.checkpoint_io import AtomicCheckpointIO
 GAP = 2  # pixels of white between videos
 
 
-def sample_run(run: Run, checkpoint: Path) -> torch.Tensor:
+def sample_run(run: Run, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's predict set (its DataModule's labels and per-video noise seeds) generated from
-    ``checkpoint`` through ``Trainer.predict``: (videos, C, T, H, W) in [-1, 1]."""
+    ``checkpoint`` through ``Trainer.predict``: videos (B, C, T, H, W) in [-1, 1] and their labels."""
     built = build_run(run.cli_args())
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()],
-    )
     with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+        )
         outputs = trainer.predict(built.module, datamodule=built.datamodule, ckpt_path=str(checkpoint))
-    return torch.cat([out["video"] for out in outputs])
+    return torch.cat([out["video"] for out in outputs]), torch.cat([out["label"] for out in outputs])
+
+
+def real_clips(run: Run, labels: torch.Tensor) -> torch.Tensor:
+    """For each label, the first validation clip of that class in the run's data (B, C, T, H, W)."""
+    clips = build_run(run.cli_args()).datamodule.real_videos("val")
+    first: dict[int, torch.Tensor] = {}
+    for i in range(len(clips)):
+        item = clips[i]
+        first.setdefault(int(item["label"]), item["video"])
+        if all(int(y) in first for y in labels):
+            break
+    return torch.stack([first[int(y)] for y in labels])
 
 
 def frame_strip(videos: torch.Tensor) -> np.ndarray:
