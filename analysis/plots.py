@@ -159,6 +159,8 @@ def loss_vs_compute(study: Study) -> Plot:
                 zorder=4,
                 label=f"optima, approach {fr.approach}",
             )
+    # the fitted curves run far above the data at small compute: the axes show the data's range
+    ax.set_ylim(0.8 * f["y"].min(), 1.5 * f["y"].max())
     ax.set(xlabel=_label(study, "C"), ylabel=_label(study, "y"), title="Loss vs compute")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)

@@ -99,7 +99,8 @@ def _power_law_section(study: Study, plot: Plot | None) -> Section:
     blocks: list[Block] = [
         f"Power laws y = E + A x^-alpha with {level} bootstrap intervals (resampling runs). L(N) is the "
         "fitted L(N, D) at the most data any run saw; L(C) is fitted to the lowest loss over all runs' "
-        "training curves at each compute (each resample rebuilds its envelope).",
+        f"training curves at each compute, from {100 * study.options.envelope_from:g}% of each run's steps "
+        "on, past its initial transient (each resample rebuilds its envelope).",
         Table(["law", "E", "A", "alpha", "from"], rows),
     ]
     return Section("Power laws in N and C", blocks + ([plot] if plot else []))

@@ -166,6 +166,7 @@ class StudyOptions:
     target_flops: float | None = None
     seed: int = 0
     title: str = "Scaling-law report"
+    envelope_from: float = 0.1  # L(C) envelope: each run's evaluations from this fraction of its steps on
 
 
 @dataclass
@@ -312,11 +313,14 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
         )
     study.frontiers = [fr for fr in frontiers if fr is not None]
     study.agreement = frontier_agreement(study.frontiers)
-    curves = study.table if study.curves is None else study.curves
-    if curves.frame.groupby("run").size().max() > 1:
+    curves = (study.table if study.curves is None else study.curves).frame
+    if curves.groupby("run").size().max() > 1:
+        # The first evaluations of a run are its initial transient (warm-up, loss near its start
+        # value), not a compute-limited loss: the envelope starts at ``envelope_from`` of each run.
+        late = curves["step"] >= o.envelope_from * curves.groupby("run")["step"].transform("max")
         study.compute_law = attempt(
             "L(C) envelope",
-            lambda: fit_family("envelope", curves.frame, n_boot=o.n_boot, seed=o.seed, level=o.level),
+            lambda: fit_family("envelope", curves[late], n_boot=o.n_boot, seed=o.seed, level=o.level),
         )
         if study.compute_law:
             study.warnings += study.compute_law.warnings
