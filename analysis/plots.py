@@ -413,15 +413,10 @@ def power_laws(study: Study) -> Plot | None:
         alpha = law.intervals["alpha"]
         label = f"L(N) at D = {law.d:.3g}: alpha = {alpha.estimate:.3g} [{alpha.low:.3g}, {alpha.high:.3g}]"
         ax.plot(n, law.predict(n), color=_cmap(norm, law.d), lw=2, label=text(label))
-        boot = study.main.boot
-        if boot is not None:
-            v = boot.samples
-            e_d = v["E"] + v["B"] * law.d ** -v["beta"]
-            curves = e_d[:, None] + v["A"][:, None] * n[None, :] ** -v["alpha"][:, None]
-            curves = curves[np.isfinite(curves).all(axis=1)]
-            if len(curves) > 1:
-                band = np.percentile(curves, [50 * (1 - level), 50 * (1 + level)], 0)
-                ax.fill_between(n, band[0], band[1], color=_cmap(norm, law.d), alpha=0.15)
+        curves = law.replicate_predictions(n)
+        if len(curves) > 1:
+            band = np.percentile(curves, [50 * (1 - level), 50 * (1 + level)], 0)
+            ax.fill_between(n, band[0], band[1], color=_cmap(norm, law.d), alpha=0.15)
         ax.legend(fontsize=8)
         ax.set(xlabel=_label(study, "N"), ylabel=_label(study, "y"), title="L(N) at the largest data budget")
     if study.compute_law is not None:

@@ -81,27 +81,38 @@ class SizeLaw:
 
     d: float
     intervals: dict[str, Interval]  # E_D, A, alpha
+    samples: dict[str, np.ndarray] = field(default_factory=dict)  # E_D, A, alpha per replicate
 
     def predict(self, n: np.ndarray) -> np.ndarray:
-        e, a, alpha = (self.intervals[k].estimate for k in ("E_D", "A", "alpha"))
-        return e + a * np.asarray(n, float) ** -alpha
+        return _size_curve({k: iv.estimate for k, iv in self.intervals.items()}, n)
+
+    def replicate_predictions(self, n: np.ndarray) -> np.ndarray:
+        """L(N) at ``n`` for every bootstrap replicate with finite values: (replicates, len(n))."""
+        if not self.samples:
+            return np.empty((0, len(n)))
+        curves = _size_curve({k: v[:, None] for k, v in self.samples.items()}, n)
+        return curves[np.isfinite(curves).all(axis=1)]
 
     def as_dict(self) -> dict:
         return {"D": self.d, "estimates": {k: iv.as_dict() for k, iv in self.intervals.items()}}
 
 
+def _size_curve(p: Mapping[str, np.ndarray | float], n: np.ndarray) -> np.ndarray:
+    return p["E_D"] + p["A"] * np.asarray(n, float) ** -p["alpha"]
+
+
 def size_law(main: LawResult, d: float) -> SizeLaw:
     """The slice of a fitted Chinchilla ``L(N, D)`` at data budget ``d`` as a power law in N."""
 
-    def e_d(v: Mapping[str, np.ndarray]) -> np.ndarray:
-        return v["E"] + v["B"] * d ** -v["beta"]
+    def slice_at_d(v: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"E_D": v["E"] + v["B"] * d ** -v["beta"], "A": v["A"], "alpha": v["alpha"]}
 
-    est = main.fit.estimates
     level = next(iter(main.intervals.values())).level
-    samples = e_d(main.boot.samples) if main.boot else np.array([])
-    intervals = {"E_D": interval(samples, float(e_d(est)), level)}
+    samples = slice_at_d(main.boot.samples) if main.boot else {}
+    estimate = float(slice_at_d(main.fit.estimates)["E_D"])
+    intervals = {"E_D": interval(samples.get("E_D", np.array([])), estimate, level)}
     intervals |= {k: main.intervals[k] for k in ("A", "alpha")}
-    return SizeLaw(float(d), intervals)
+    return SizeLaw(float(d), intervals, samples)
 
 
 def frontier_agreement(frontiers: list[Frontier]) -> str:

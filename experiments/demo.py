@@ -36,7 +36,7 @@ from experiments.gallery import gallery, real_clips, sample_run
 from experiments.grid import Run, load_spec
 from experiments.plan import plan
 from experiments.runner import run_dir
-from lit_vdit.build import lightning_cli
+from lit_vdit.build import build_run, lightning_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC = "val_loss_raw"  # the demo's runs keep no EMA (see demo.yaml)
@@ -143,13 +143,14 @@ def sample_gallery(planned: list[tuple[Run, dict[str, Any]]], dits: set[str], gr
     """Each DiT size's run (``dits``: run ids) at the largest budget, sampled from the same classes and
     noise seeds."""
     largest = max(run.axes["budget"] for run, _ in planned)
-    rows, run = [], None
+    rows = []
     for run, info in sorted(planned, key=lambda p: p[1]["params_non_embedding"]):
         if run.axes["budget"] != largest or run.run_id not in dits:
             continue
-        videos, labels = sample_run(run, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
+        built = build_run(run.cli_args())
+        videos, labels = sample_run(built, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
         rows.append((f"{run.axes['preset']}\nN={info['params_non_embedding'] / 1e3:.0f}K", videos))
-    rows.append(("real clips", real_clips(run, labels)))
+    rows.append(("real clips", real_clips(built.datamodule, labels)))  # the last run's data
     return gallery(
         rows,
         f"Samples at the largest budget ({largest:.1e} FLOPs): one row per DiT size, the same class labels "

@@ -11,17 +11,16 @@ import torch
 from matplotlib.figure import Figure
 
 from analysis.plots import Plot
-from experiments.grid import Run
-from lit_vdit.build import build_run, quiet_lightning
+from lit_vdit.build import RunBuild, quiet_lightning
 from lit_vdit.checkpoint_io import AtomicCheckpointIO
+from lit_vdit.data import VideoDataModule
 
 GAP = 2  # pixels of white between videos
 
 
-def sample_run(run: Run, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's predict set (its DataModule's labels and per-video noise seeds) generated from
+def sample_run(built: RunBuild, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A built run's predict set (its DataModule's labels and per-video noise seeds) generated from
     ``checkpoint`` through ``Trainer.predict``: videos (B, C, T, H, W) in [-1, 1] and their labels."""
-    built = build_run(run.cli_args())
     with quiet_lightning():
         trainer = L.Trainer(
             accelerator="cpu",
@@ -35,9 +34,9 @@ def sample_run(run: Run, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([out["video"] for out in outputs]), torch.cat([out["label"] for out in outputs])
 
 
-def real_clips(run: Run, labels: torch.Tensor) -> torch.Tensor:
-    """For each label, the first validation clip of that class in the run's data (B, C, T, H, W)."""
-    clips = build_run(run.cli_args()).datamodule.real_videos("val")
+def real_clips(datamodule: VideoDataModule, labels: torch.Tensor) -> torch.Tensor:
+    """For each label, the first validation clip of that class in the DataModule (B, C, T, H, W)."""
+    clips = datamodule.real_videos("val")
     first: dict[int, torch.Tensor] = {}
     for i in range(len(clips)):
         item = clips[i]
