@@ -128,11 +128,9 @@ def crossing_sentence(cross: dict[str, Any]) -> str:
 
 def comparison_summary(fits: list[FamilyFit], cross: dict[str, Any], level: float) -> list[str]:
     """One line per family (alpha and E with intervals) and the crossover sentence."""
+    from analysis.report import estimate_text as est  # report imports this module
+
     pct = f"{100 * level:g}%"
-
-    def est(iv: Interval) -> str:
-        return f"{iv.estimate:.4g} [{iv.low:.4g}, {iv.high:.4g}]"
-
     lines = [
         f"{f.name}: alpha = {est(f.intervals['alpha'])}, E = {est(f.intervals['E'])} ({pct} intervals)"
         for f in fits

@@ -75,7 +75,8 @@ def _law_blocks(res: LawResult) -> list[Block]:
     ]
 
 
-def _estimate(iv: Interval) -> str:
+def estimate_text(iv: Interval) -> str:
+    """An estimate with its interval, as every report, summary and console line writes it."""
     return f"{num(iv.estimate)} [{num(iv.low)}, {num(iv.high)}]"
 
 
@@ -86,13 +87,13 @@ def _power_law_section(study: Study, plot: Plot | None) -> Section:
     if study.size_law is not None:
         iv = study.size_law.intervals
         rows.append(
-            [f"L(N) at D = {num(study.size_law.d)}", *(_estimate(iv[k]) for k in ("E_D", "A", "alpha")),
+            [f"L(N) at D = {num(study.size_law.d)}", *(estimate_text(iv[k]) for k in ("E_D", "A", "alpha")),
              "slice of L(N, D): E_D = E + B D^-beta"]
         )  # fmt: skip
     if study.compute_law is not None:
         fam = study.compute_law
         rows.append(
-            ["L(C), compute envelope", *(_estimate(fam.intervals[k]) for k in ("E", "A", "alpha")),
+            ["L(C), compute envelope", *(estimate_text(fam.intervals[k]) for k in ("E", "A", "alpha")),
              f"{len(fam.compute)} envelope points from {fam.curves['run_id'].nunique()} runs; "
              f"RMSE (log) {num(fam.fit.rmse_log)}"]
         )  # fmt: skip
@@ -122,7 +123,7 @@ def comparison_section(
     n_boot = len(fits[0].replicates)
     rows = [
         [f.name, str(f.curves["run_id"].nunique()), str(len(f.compute)),
-         *(_estimate(f.intervals[k]) for k in ("E", "A", "alpha")), num(f.fit.rmse_log),
+         *(estimate_text(f.intervals[k]) for k in ("E", "A", "alpha")), num(f.fit.rmse_log),
          f"{n_boot - f.n_failed}/{n_boot}"]
         for f in fits
     ]  # fmt: skip
@@ -232,10 +233,7 @@ def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
         level = f"{100 * o.level:g}%"
         rows = [
             [q if q not in ("N_opt", "D_opt") else f"{q} at C = {num(study.target)}"]
-            + [
-                f"{num(fr.intervals[q].estimate)} [{num(fr.intervals[q].low)}, {num(fr.intervals[q].high)}]"
-                for fr in study.frontiers
-            ]
+            + [estimate_text(fr.intervals[q]) for fr in study.frontiers]
             for q in QUANTITIES
         ]
         sec = Section(

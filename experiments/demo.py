@@ -29,6 +29,7 @@ from analysis.compare import comparison_results, comparison_summary
 from analysis.data import Columns
 from analysis.plots import Plot, family_comparison, make_plots
 from analysis.report import Section, build_sections, comparison_section, save_report
+from analysis.report import estimate_text as est
 from analysis.study import Study, StudyOptions, run_study
 from experiments.bench_unet_vs_dit import PAIRS, compare_families
 from experiments.cli import run_grid
@@ -165,17 +166,17 @@ def headline(study: Study, comparison: list[str]) -> list[str]:
     if study.main is not None:
         iv = study.main.intervals
         lines.append(
-            f"L(N, D) = E + A/N^alpha + B/D^beta: alpha = {_iv(iv['alpha'])}, beta = {_iv(iv['beta'])}, "
-            f"E = {_iv(iv['E'])}"
+            f"L(N, D) = E + A/N^alpha + B/D^beta: alpha = {est(iv['alpha'])}, beta = {est(iv['beta'])}, "
+            f"E = {est(iv['E'])}"
         )
     if study.size_law is not None:
         lines.append(
-            f"L(N) at D = {study.size_law.d:.3g} tokens: alpha = {_iv(study.size_law.intervals['alpha'])}"
+            f"L(N) at D = {study.size_law.d:.3g} tokens: alpha = {est(study.size_law.intervals['alpha'])}"
         )
     if study.compute_law is not None:
-        lines.append(f"L(C) envelope: alpha = {_iv(study.compute_law.intervals['alpha'])}")
+        lines.append(f"L(C) envelope: alpha = {est(study.compute_law.intervals['alpha'])}")
     for fr in study.frontiers:
-        lines.append(f"N_opt ~ C^a, approach {fr.approach}: a = {_iv(fr.intervals['a'])}")
+        lines.append(f"N_opt ~ C^a, approach {fr.approach}: a = {est(fr.intervals['a'])}")
     if study.agreement:
         lines.append(study.agreement)
     if study.extrapolation is not None:
@@ -187,10 +188,6 @@ def headline(study: Study, comparison: list[str]) -> list[str]:
     lines += comparison
     lines += [f"[yellow]warning:[/] {w}" for w in study.warnings]
     return lines
-
-
-def _iv(iv) -> str:
-    return f"{iv.estimate:.3g} [{iv.low:.3g}, {iv.high:.3g}]"
 
 
 def train_demo_vae(root: Path, spec: str, steps: int) -> Path:
