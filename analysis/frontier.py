@@ -98,23 +98,23 @@ def _allocation(c: np.ndarray, n: np.ndarray, d: np.ndarray) -> Allocation:
 
 
 def _with_intervals(
-    approach: str, point: Allocation, replicate, counts: np.ndarray, target: float, level: float, **extra
+    approach: str, point: Allocation, replicate, n_boot: int, target: float, level: float, **extra
 ) -> Frontier:
-    """Evaluate ``replicate(run_weights) -> Allocation`` on every resample and attach intervals."""
-    samples = {q: np.full(len(counts), np.nan) for q in QUANTITIES}
+    """Evaluate ``replicate(i) -> Allocation`` for every replicate ``i`` and attach intervals."""
+    samples = {q: np.full(n_boot, np.nan) for q in QUANTITIES}
     failed = 0
-    for i, w in enumerate(counts):
+    for i in range(n_boot):
         try:
-            values = replicate(w).quantities(target)
+            values = replicate(i).quantities(target)
         except FrontierError:
             failed += 1
             continue
         for q in QUANTITIES:
             samples[q][i] = values[q]
     warnings: tuple[str, ...] = ()
-    if len(counts) and failed > 0.05 * len(counts):
+    if n_boot and failed > 0.05 * n_boot:
         warnings = (
-            f"approach {approach}: {failed} of {len(counts)} bootstrap resamples gave no frontier, "
+            f"approach {approach}: {failed} of {n_boot} bootstrap resamples gave no frontier, "
             "so its intervals are unreliable. Fix: add runs around the optimum.",
         )
     est = point.quantities(target)
@@ -229,32 +229,31 @@ def envelope_frontier(
         f"envelope from {how}; {len(points)} optima (positions won by the smallest or largest model left "
         "out when two or more sizes remain)",
     )
-    replicate = lambda w: _allocation(*(_envelope(grid, w)[k] for k in ("C", "N", "D")))
+    replicate = lambda i: _allocation(*(_envelope(grid, counts[i])[k] for k in ("C", "N", "D")))
     return _with_intervals(
-        "1 (envelope)", point, replicate, counts, target, level, points=points, notes=notes
+        "1 (envelope)", point, replicate, len(counts), target, level, points=points, notes=notes
     )
 
 
 # ---- approach 2: IsoFLOP profiles -----------------------------------------------------------------------
 
 
-def _isoflop_minima(f: pd.DataFrame, weight: np.ndarray) -> pd.DataFrame:
-    """Per compute group: parabola of y in ln N (weighted), its minimum, and D there."""
+def _isoflop_minima(f: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
+    """Per compute group: parabola of ``y`` in ln N, its minimum, and D there."""
     rows = []
-    for g, pts in f[weight > 0].groupby("group"):
-        w = weight[pts.index]
-        u = np.log(pts["N"].to_numpy())
+    for g, pts in f.groupby("group"):
+        u, yg = np.log(pts["N"].to_numpy()), y[pts.index]
         if len(np.unique(u)) < 3:
             continue
-        p2, p1, p0 = np.polyfit(u, pts["y"].to_numpy(), 2, w=np.sqrt(w))
+        p2, p1, p0 = np.polyfit(u, yg, 2)
         u_opt = -p1 / (2 * p2) if p2 > 0 else np.nan
         if not u.min() <= u_opt <= u.max():
             continue  # not convex, or the minimum lies outside the sizes trained at this budget
-        q1, q0 = np.polyfit(u, np.log(pts["D"].to_numpy()), 1, w=np.sqrt(w))
+        q1, q0 = np.polyfit(u, np.log(pts["D"].to_numpy()), 1)
         rows.append(
             {
                 "group": g,
-                "C": float(np.exp(np.average(np.log(pts["C"]), weights=w))),
+                "C": float(np.exp(np.log(pts["C"]).mean())),
                 "N": float(np.exp(u_opt)),
                 "D": float(np.exp(q0 + q1 * u_opt)),
                 "y": float(p0 + p1 * u_opt + p2 * u_opt**2),
@@ -266,16 +265,46 @@ def _isoflop_minima(f: pd.DataFrame, weight: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "C", "N", "D", "y", "p0", "p1", "p2"])
 
 
+def _profile_residuals(f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted parabola values of every point (NaN in groups of fewer than 3 sizes) and the pooled,
+    centred, leverage-corrected residuals ``r / sqrt(1 - h)`` of the groups with more points than
+    parabola coefficients (Davison & Hinkley 1997, eq. 6.9)."""
+    fitted = np.full(len(f), np.nan)
+    pooled = []
+    for _, pts in f.groupby("group"):
+        u = np.log(pts["N"].to_numpy())
+        if len(np.unique(u)) < 3:
+            continue
+        x = np.vander(u, 3)
+        coef, *_ = np.linalg.lstsq(x, pts["y"].to_numpy(), rcond=None)
+        fitted[pts.index] = x @ coef
+        leverage = np.einsum("ij,ji->i", x, np.linalg.pinv(x))
+        free = leverage < 1 - 1e-9
+        if len(pts) > 3:
+            r = pts["y"].to_numpy() - fitted[pts.index]
+            pooled.append(r[free] / np.sqrt(1 - leverage[free]))
+    residuals = np.concatenate(pooled) if pooled else np.zeros(0)
+    return fitted, residuals - residuals.mean() if residuals.size else residuals
+
+
 def isoflop_frontier(
     table: Table,
-    counts: np.ndarray,
+    n_boot: int,
     *,
     target: float,
+    seed: int = 0,
     level: float = 0.95,
     use_budget: bool = False,
     tolerance_dex: float = 0.1,
 ) -> Frontier:
-    """Approach 2 on the final points of ``table``, grouped by its ``budget`` column or by C."""
+    """Approach 2 on the final points of ``table``, grouped by its ``budget`` column or by C.
+
+    Intervals come from a fixed-design residual bootstrap: every replicate keeps each profile's model
+    sizes and draws its losses as the fitted parabola plus residuals resampled from the pool of all
+    profiles. Not resampling runs, as the other approaches do: an IsoFLOP profile is a designed
+    experiment of a few sizes (often 4 or 5), a repeat of the study would train the same sizes, and a
+    resample of runs that drops one of them changes the design and usually leaves no parabola.
+    """
     f = table.frame.copy()
     f["group"] = _groups(table, use_budget, tolerance_dex)
     spread = f.groupby("group")["C"].agg(lambda c: np.log10(c.max() / c.min()))
@@ -287,8 +316,7 @@ def isoflop_frontier(
             "not IsoFLOP profiles; left out"
         )
         f = f[~f["group"].isin(wide)].reset_index(drop=True)
-    ones = np.ones(len(f))
-    minima = _isoflop_minima(f, ones)
+    minima = _isoflop_minima(f, f["y"].to_numpy())
     n_groups = f["group"].nunique()
     if len(minima) < 2:
         raise FrontierError(
@@ -303,14 +331,28 @@ def isoflop_frontier(
             "or minimum outside the sizes trained"
         )
     point = _allocation(minima["C"], minima["N"], minima["D"])
-    run = f["run"].to_numpy()
+    fitted, residuals = _profile_residuals(f)
+    notes.append(
+        f"intervals: residual bootstrap with each profile's sizes fixed ({residuals.size} pooled "
+        "residuals)"
+    )
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, max(residuals.size, 1), size=(n_boot if residuals.size else 0, len(f)))
 
-    def replicate(w: np.ndarray) -> Allocation:
-        m = _isoflop_minima(f, w[run].astype(float))
+    def replicate(i: int) -> Allocation:
+        m = _isoflop_minima(f, fitted + residuals[draws[i]])
         return _allocation(m["C"], m["N"], m["D"])
 
     return _with_intervals(
-        "2 (IsoFLOP)", point, replicate, counts, target, level, points=minima, notes=tuple(notes), profiles=f
+        "2 (IsoFLOP)",
+        point,
+        replicate,
+        len(draws),
+        target,
+        level,
+        points=minima,
+        notes=tuple(notes),
+        profiles=f,
     )
 
 

@@ -240,8 +240,9 @@ def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
             "Compute-optimal frontier",
             [
                 f"N_opt(C) = G_N C^a and D_opt(C) = G_D C^b by each approach of Hoffmann et al. 2022, "
-                f"with {level} bootstrap intervals (resampling runs). Approach 1: lowest loss at each "
-                "compute; approach 2: IsoFLOP parabolas; approach 3: the fitted L(N, D).",
+                f"with {level} bootstrap intervals. Approach 1: lowest loss at each compute (resampling "
+                "runs); approach 2: IsoFLOP parabolas (resampling each parabola's residuals, its sizes "
+                "fixed); approach 3: the fitted L(N, D) (resampling runs).",
                 Table(["quantity", *(f"approach {fr.approach}" for fr in study.frontiers)], rows),
                 *([study.agreement] if study.agreement else []),
                 Bullets([f"approach {fr.approach}: {n}" for fr in study.frontiers for n in fr.notes]),

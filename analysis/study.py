@@ -314,7 +314,10 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
             "frontier approach 1",
             lambda: envelope_frontier(study.table if study.curves is None else study.curves, counts, **where),
         ),
-        attempt("frontier approach 2", lambda: isoflop_frontier(study.table, counts, **where)),
+        attempt(
+            "frontier approach 2",
+            lambda: isoflop_frontier(study.table, o.n_boot, seed=o.seed, **where),
+        ),
     ]
     if study.main:
         frontiers.append(

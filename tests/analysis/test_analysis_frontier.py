@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.bootstrap import resample_runs
@@ -36,7 +37,7 @@ def test_isoflop_and_parametric_approaches_recover_the_true_exponent(isoflop, tr
     a_true = truth["beta"] / (truth["alpha"] + truth["beta"])
     counts = resample_runs(final.run, 60, seed=0, size=final.n_codes)
     target = 1e18
-    two = isoflop_frontier(final, counts, target=target, use_budget=True)
+    two = isoflop_frontier(final, 60, target=target, use_budget=True)
     assert len(two.points) == len(BUDGETS)
     assert two.allocation.a == pytest.approx(a_true, abs=0.03)
     assert two.allocation.a + two.allocation.b == pytest.approx(1.0, abs=0.02)  # D_opt = C / (k N_opt)
@@ -64,4 +65,23 @@ def test_no_isoflop_structure_is_a_clear_error(make_runs):
     runs = make_runs(sizes=(1e6, 1e7), budgets=(1e15, 1e16))
     table = prepare(runs, ROLES)
     with pytest.raises(FrontierError, match="need 2 or more.*--budget-col"):
-        isoflop_frontier(table, resample_runs(table.run, 5), target=1e18)
+        isoflop_frontier(table, 5, target=1e18)
+
+
+def test_isoflop_intervals_keep_each_profiles_sizes(make_runs, truth):
+    """Four sizes per budget, as a small IsoFLOP grid trains: resampling runs would drop a size from a
+    profile in most replicates; the residual bootstrap keeps every profile and covers the true exponent."""
+    a_true = truth["beta"] / (truth["alpha"] + truth["beta"])
+    g = (truth["alpha"] * truth["A"] / (truth["beta"] * truth["B"])) ** (1 / (truth["alpha"] + truth["beta"]))
+    budgets = (1e15, 1e16, 1e17)
+    spread = np.array([0.25, 0.6, 1.5, 4.0])  # around each budget's optimum
+    grids = []
+    for i, b in enumerate(budgets):
+        grids.append(make_runs(sizes=tuple(g * (b / 6) ** a_true * spread), budgets=(b,), seed=i))
+    runs = pd.concat(grids)
+    table = prepare(runs, ROLES, optional={"budget": "flop_budget"})
+    two = isoflop_frontier(table, 200, target=1e18, use_budget=True, seed=1)
+    assert len(two.points) == len(budgets)
+    assert two.warnings == ()
+    assert two.intervals["a"].low < a_true < two.intervals["a"].high
+    assert two.intervals["a"].high - two.intervals["a"].low < 0.3
