@@ -334,7 +334,7 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
         late = curves["step"] >= o.envelope_from * curves.groupby("run")["step"].transform("max")
         study.compute_law = attempt(
             "L(C) envelope",
-            lambda: fit_family("envelope", curves[late], n_boot=o.n_boot, seed=o.seed, level=o.level),
+            lambda: fit_family("all runs", curves[late], n_boot=o.n_boot, seed=o.seed, level=o.level),
         )
         if study.compute_law:
             study.warnings += study.compute_law.warnings

@@ -7,9 +7,11 @@ the largest budget's losses predicted by a fit that did not see them, U-Net agai
 compute, and samples of every DiT size from the same noise.
 
 By default the models train in pixel space. ``--latent`` first trains the demo VAE
-(configs/model/vae_demo.yaml, 1x4x4 compression, 4 channels) and runs the same study in its latent
-space (DiT patch 1x1x1, so the token count equals the pixel grid's), with samples decoded by the VAE.
-Everything resumes: rerunning the demo skips finished runs and only reports again.
+(configs/model/vae_demo.yaml, 1x4x4 compression, 4 channels), encodes every clip once into a latent
+cache (``lit-vdit cache-latents``: the runs then read latents instead of encoding each batch) and runs
+the same study in its latent space (DiT patch 1x1x1, so the token count equals the pixel grid's), with
+samples decoded by the VAE. Everything resumes: rerunning the demo skips finished runs and only
+reports again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rich.console import Console
 from analysis.compare import comparison_results, comparison_summary
 from analysis.data import Columns
 from analysis.plots import Plot, family_comparison, make_plots
-from analysis.report import Section, build_sections, comparison_section, save_report
+from analysis.report import Section, Table, build_sections, comparison_section, num, save_report
 from analysis.report import estimate_text as est
 from analysis.study import Study, StudyOptions, run_study
 from experiments.bench_unet_vs_dit import PAIRS, compare_families
@@ -37,10 +39,13 @@ from experiments.gallery import gallery, real_clips, sample_run
 from experiments.grid import Run, load_spec
 from experiments.plan import plan
 from experiments.runner import run_dir
-from lit_vdit.build import build_run, lightning_cli
+from lit_vdit.build import build_run, lightning_cli, quiet_lightning
+from lit_vdit.data.latents import main as cache_latents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRIC = "val_loss_raw"  # the demo's runs keep no EMA (see demo.yaml)
+SYNTHETIC = REPO_ROOT / "configs" / "data" / "synthetic.yaml"
+DENOISER = "model.init_args.denoiser.class_path"
 MIN_STEP = 10  # the U-Net vs DiT envelopes start past the first evaluations' warm-up transient
 
 
@@ -69,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     spec, grid_dir, report_dir = args.spec, out / "grid", out / "report"
     if args.latent:  # its own folders: a runs.csv never mixes pixel- and latent-space runs
-        spec = latent_spec(args.spec, train_demo_vae(out / "vae", args.spec, args.vae_steps), out)
+        vae = train_demo_vae(out / "vae", args.spec, args.vae_steps)
+        spec = latent_spec(args.spec, vae, cache_demo_latents(vae, args.spec, out / "latents"), out)
         grid_dir, report_dir = out / "grid_latent", out / "report_latent"
 
     planned = plan(load_spec(spec))
@@ -134,10 +140,44 @@ def write_report(
     )  # fmt: skip
 
     samples = sample_gallery(planned, set(dit["run_id"]), grid_dir)
-    sections.insert(1 if study.warnings else 0, Section("Samples", [samples]))
+    first = 1 if study.warnings else 0
+    sections[first:first] = [Section("Samples", [samples]), design_section(planned)]
     results = study.as_dict() | {"unet_vs_dit": comparison_results(fits, cross)}
     save_report(report_dir, options.title, sections, [*plots, comparison, samples], results)
     return study, headline(study, comparison_summary(fits, cross, options.level))
+
+
+def design_section(planned: list[tuple[Run, dict[str, Any]]]) -> Section:
+    """The grid as trained: per size its family, N, learning rate and steps (warm-up) at each budget."""
+    budgets = sorted({run.axes["budget"] for run, _ in planned})
+    by_preset: dict[str, dict[str, Any]] = {}
+    for run, info in planned:
+        row = by_preset.setdefault(
+            str(run.axes["preset"]),
+            {"N": info["params_non_embedding"], "lr": run.overrides["model.init_args.lr"], "steps": {}},
+        )
+        row["family"] = "U-Net" if run.overrides.get(DENOISER, "").endswith("VideoUNet") else "DiT"
+        row["steps"][run.axes["budget"]] = (
+            f"{run.overrides['trainer.max_steps']} ({run.overrides['model.init_args.warmup_steps']})"
+        )
+    rows = [
+        [preset, r["family"], num(r["N"]), num(r["lr"]), *(r["steps"].get(b, "-") for b in budgets)]
+        for preset, r in sorted(by_preset.items(), key=lambda kv: (kv[1]["family"], kv[1]["N"]))
+    ]
+    return Section(
+        "Study design",
+        [
+            f"{len(planned)} runs: every size at every training-compute budget, each run's steps its budget "
+            "over its measured training FLOPs per step. Learning rate per size: DiT lr = 0.512 / d_model "
+            "(Adam's 1/width rule of muP, its constant from a learning-rate sweep), U-Nets 4e-3 (their "
+            "sweep's best); linear warm-up over the first 10% of each run's steps, then one cosine cycle "
+            "to 0.1 x lr at its last step. experiments/demo.yaml gives the sweeps and the reasons. Cells: "
+            "steps (warm-up steps) at each budget.",
+            Table(
+                ["size", "family", "N", "lr", *(f"C = {b:.1e}" for b in budgets)], rows
+            ),
+        ],
+    )
 
 
 def sample_gallery(planned: list[tuple[Run, dict[str, Any]]], dits: set[str], grid_dir: Path) -> Plot:
@@ -190,36 +230,53 @@ def headline(study: Study, comparison: list[str]) -> list[str]:
     return lines
 
 
+def _data_overrides(spec: str) -> list[str]:
+    """The grid spec's ``data.*`` overrides as command-line arguments."""
+    overrides = yaml.safe_load(Path(spec).read_text())["base"].get("overrides", {})
+    return [arg for key, value in overrides.items() if key.startswith("data.")
+            for arg in (f"--{key}", str(value))]  # fmt: skip
+
+
 def train_demo_vae(root: Path, spec: str, steps: int) -> Path:
     """Train the demo VAE on the grid's clips under ``root`` (resuming, or reusing a finished one)."""
     last = root / "checkpoints" / "last.ckpt"
     if last.is_file() and torch.load(last, map_location="cpu", weights_only=True)["global_step"] >= steps:
         return last
-    overrides = yaml.safe_load(Path(spec).read_text())["base"].get("overrides", {})
-    data = [arg for key, value in overrides.items() if key.startswith("data.")
-            for arg in (f"--{key}", str(value))]  # fmt: skip
-    lightning_cli(
-        [
-            "fit",
-            "--model", str(REPO_ROOT / "configs" / "model" / "vae_demo.yaml"),
-            "--data", str(REPO_ROOT / "configs" / "data" / "synthetic.yaml"),
-            "--trainer", str(REPO_ROOT / "configs" / "trainer" / "vae_cpu.yaml"),
-            "--trainer.max_steps", str(steps),
-            "--trainer.default_root_dir", str(root),
-            "--seed_everything", "0",
-            *data,
-            *(["--ckpt_path", str(last)] if last.is_file() else []),
-        ]
-    )  # fmt: skip
+    with quiet_lightning():
+        lightning_cli(
+            [
+                "fit",
+                "--model", str(REPO_ROOT / "configs" / "model" / "vae_demo.yaml"),
+                "--data", str(SYNTHETIC),
+                "--trainer", str(REPO_ROOT / "configs" / "trainer" / "vae_cpu.yaml"),
+                "--trainer.max_steps", str(steps),
+                "--trainer.enable_model_summary", "false",
+                "--trainer.default_root_dir", str(root),
+                "--seed_everything", "0",
+                *_data_overrides(spec),
+                *(["--ckpt_path", str(last)] if last.is_file() else []),
+            ]
+        )  # fmt: skip
     return last
 
 
-def latent_spec(spec: str, vae_checkpoint: Path, out: Path) -> str:
-    """A copy of the grid spec whose runs train in the latent space of ``vae_checkpoint``."""
+def cache_demo_latents(vae_checkpoint: Path, spec: str, cache: Path) -> Path:
+    """Encode the grid's clips once with the demo VAE (resuming a partial cache, reusing a finished one)."""
+    data = ["--data", str(SYNTHETIC), *_data_overrides(spec)]
+    cache_latents([*data, "--vae", str(vae_checkpoint), "--out", str(cache)])
+    return cache
+
+
+def latent_spec(spec: str, vae_checkpoint: Path, cache: Path, out: Path) -> str:
+    """A copy of the grid spec whose runs train from the latent ``cache`` of ``vae_checkpoint``."""
     grid = yaml.safe_load(Path(spec).read_text())
     grid["name"] = f"{grid['name']}_latent"
+    grid["base"]["data"] = str(REPO_ROOT / "configs" / "data" / "latent_cache.yaml")
     grid["base"].setdefault("overrides", {}).update(
         {
+            "data.init_args.cache_dir": str(cache.resolve()),
+            "data.init_args.frame_interval": None,  # the cache's own (checked: frames, height, width)
+            "data.init_args.num_workers": 0,
             "model.init_args.vae_checkpoint": str(vae_checkpoint.resolve()),
             "model.init_args.denoiser.init_args.patch_size": [1, 1, 1],
         }

@@ -83,7 +83,9 @@ class Run:
             for arg in (f"--{key}", self.files[key])
         ]
         for key, value in self.overrides.items():
-            args += [f"--{key}", json.dumps(value) if isinstance(value, list | dict) else str(value)]
+            # YAML's lists, mappings and null as JSON (jsonargparse reads "null", not Python's "None")
+            as_json = isinstance(value, list | dict) or value is None
+            args += [f"--{key}", json.dumps(value) if as_json else str(value)]
         return args
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,10 @@ from lit_vdit.flops import matmul_flops_per_second, six_nd
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
 # ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
 ASSUMED_EFFICIENCY = 0.25
+# Seconds per training step beyond its FLOPs (Lightning's loop, optimizer step, logging): what makes
+# the smallest models of an IsoFLOP budget, with the most steps, its longest runs (demo on the 2-core
+# CPU: T2 at 8e11 FLOPs, 1898 steps, 66 s; T5 at the same FLOPs, 173 steps, 22 s).
+STEP_OVERHEAD_S = 0.025
 
 
 def describe(run: Run) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
                     "tokens": samples * info["tokens_per_sample"],
                     "flops": flops,
                     "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
-                    "est_wall_s": math.ceil(flops / rate),
+                    "est_wall_s": math.ceil(flops / rate + info["max_steps"] * STEP_OVERHEAD_S),
                 },
             )
         )

@@ -76,4 +76,6 @@ def run_with_progress(
                 progress.console.print(run_summary(run, run_dir(grid_dir, run), state))
                 progress.update(task, advance=weight[run.run_id], runs=f"{count[0]}/{len(planned)}")
 
-        return run_local([run for run, _ in planned], grid_dir, workers=workers, on_done=finished)
+        # Longest first: the last runs to start are the short ones, so no worker idles long at the end.
+        longest_first = sorted((run for run, _ in planned), key=lambda run: -weight[run.run_id])
+        return run_local(longest_first, grid_dir, workers=workers, on_done=finished)

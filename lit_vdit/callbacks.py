@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,14 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
 
     Lightning's skip rule and save helpers are reused through its private methods.
     """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        # Under manual optimization (the VAE's GAN updates) Lightning warns at every periodic save that
+        # the weights saved are those after the step's update. That is the state a resume needs: the
+        # checkpoint of step N holds the weights after N updates, with global_step N.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+            super().on_train_batch_end(trainer, pl_module, *args)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):

@@ -1,6 +1,6 @@
 """`lit-vdit demo`: an IsoFLOP study with fits, a held-out prediction, U-Net vs DiT and samples; reruns
-resume; `--latent` runs it in the demo VAE's latent space. A cheaper twin of `make demo`: the same code
-on a grid of 3 DiT sizes and a U-Net at 2 small budgets."""
+resume; `--latent` runs it in the demo VAE's latent space (from a latent cache). A cheaper twin of
+`make demo`: the same code on a grid of 3 DiT sizes and a U-Net at 2 small budgets."""
 
 import json
 from pathlib import Path
@@ -59,10 +59,11 @@ def test_demo_runs_an_isoflop_study_and_reports_it(tmp_path, capsys):
         assert text in console
 
     page = (out / "report" / "report.html").read_text()
-    for section in ("Samples", "Power laws in N and C", "Compute-optimal frontier", "Extrapolation check",
-                    "U-Net vs DiT at matched compute"):  # fmt: skip
+    for section in ("Samples", "Study design", "Power laws in N and C", "Compute-optimal frontier",
+                    "Extrapolation check", "U-Net vs DiT at matched compute"):  # fmt: skip
         assert section in page
     assert "real clips of those classes" in page  # the gallery ends with real clips for reference
+    assert "<td>T2</td><td>DiT</td>" in page and "0.512 / d_model" in page  # each size's lr and steps
     for figure in ("samples", "power_laws", "loss_vs_compute", "family_comparison"):
         assert (out / "report" / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f'alt="{figure}"' in page
@@ -88,8 +89,10 @@ def test_latent_demo_trains_the_vae_then_the_study_in_its_latents(tmp_path):
 
     vae = out / "vae" / "checkpoints" / "last.ckpt"
     assert torch.load(vae, weights_only=True)["global_step"] == 10
+    meta = json.loads((out / "latents" / "meta.json").read_text())  # every clip encoded once, up front
+    assert meta["written"] == meta["setup"]["clips"] and meta["setup"]["latent_shape"] == [4, 4, 4, 4]
     runs = pd.read_csv(out / "grid_latent" / "runs.csv")
-    assert runs["finished"].all() and (runs["flops_vae_encode"] > 0).all()
+    assert runs["finished"].all() and (runs["flops_vae_encode"] == 0).all()  # the runs read the cache
     for result in (out / "grid_latent" / "runs").glob("*/result.json"):
         info = json.loads(result.read_text())
         assert info["costs"]["latent_shape"] == [4, 4, 4, 4]  # 4x16x16 clips through the 1x4x4 VAE

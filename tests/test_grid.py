@@ -223,3 +223,13 @@ def test_collect_keeps_the_runs_of_the_current_plan_only(tmp_path, repo_root):
     assert grid_main(["run", str(spec), "--out", str(out)]) == 0  # T0 resumes (finished), nothing runs
     table = pd.read_csv(out / "runs.csv")
     assert set(table["preset"]) == {"T0"} and (out / "runs" / old[1].run_id).is_dir()
+
+
+def test_a_null_override_reaches_the_run_as_none(tmp_path, repo_root):
+    from lit_vdit.build import build_run
+
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0"]})
+    spec = load_spec(path)
+    spec["base"]["overrides"]["data.init_args.val_batch_size"] = None  # YAML null: Optional[int]
+    (run,) = expand(spec)
+    assert build_run(run.cli_args()).config["data"]["init_args"]["val_batch_size"] is None

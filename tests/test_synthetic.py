@@ -36,3 +36,17 @@ def test_unbounded_stream_samples_with_replacement():
     dm = SyntheticDataModule(num_clips=None, frames=2, height=8, width=8, batch_size=4)
     dm.setup("fit")
     assert len(dm.train_dataloader()) == 1000
+
+
+def test_rendered_clips_are_kept_up_to_the_memory_bound(monkeypatch):
+    import lit_vdit.data.synthetic as synthetic
+
+    clip_bytes = 3 * 2 * 8 * 8 * 4
+    monkeypatch.setattr(synthetic, "MEMO_BYTES", 3 * clip_bytes)  # room for 3 clips
+    data = SyntheticVideoDataset(10, frames=2, height=8, width=8)
+    first = [data[i] for i in range(10)]
+    assert sorted(data._memo) == [0, 1, 2]
+    for i in range(10):  # read back (or rendered again past the bound) equal to the first reading
+        again = data[i]
+        assert torch.equal(again["video"], first[i]["video"]) and again["label"] == first[i]["label"]
+        assert torch.equal(again["video"], data.render(i)["video"])

@@ -17,6 +17,9 @@ SHAPES = ("circle", "square", "triangle", "ring")
 MOTIONS = ("linear", "circular", "bounce", "zoom")
 MAX_CLASSES = len(SHAPES) * len(MOTIONS)
 UNBOUNDED_CLIPS = 2**31 - 1
+# Rendered clips kept in memory per dataset (and DataLoader worker): rendering costs a few ms per clip,
+# as much as a training step of the smallest ladder DiTs; a clip is rendered once and then read back.
+MEMO_BYTES = 256 * 2**20
 
 
 def _shape_mask(kind: str, dx: torch.Tensor, dy: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
@@ -73,6 +76,8 @@ class SyntheticVideoDataset(Dataset):
         self.seed = seed
         self.split = split
         self.distractors = distractors
+        self._memo: dict[int, dict[str, torch.Tensor | int]] = {}
+        self._memo_clips = MEMO_BYTES // (3 * frames * height * width * 4)
 
     def __len__(self) -> int:
         return self.num_clips if self.num_clips is not None else UNBOUNDED_CLIPS
@@ -84,6 +89,15 @@ class SyntheticVideoDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
+        if index not in self._memo:
+            item = self.render(index)
+            if len(self._memo) >= self._memo_clips:
+                return item
+            self._memo[index] = item
+        return dict(self._memo[index])
+
+    def render(self, index: int) -> dict[str, torch.Tensor | int]:
+        """Draw clip ``index`` (no memo)."""
         g = self.generator(index)
         label = int(torch.randint(self.num_classes, (1,), generator=g))
         video = self.background(g)
