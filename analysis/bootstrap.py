@@ -13,10 +13,8 @@ import numpy as np
 
 from analysis.fitting import Fit, solve
 
-# Replicates refitted together; bounds the (replicates * starts, points) weight array, which with one
-# response per replicate grows as the square of the batch (replicates * starts, replicates * points).
+# Replicates refitted together; bounds the (replicates * starts, points) weight and response arrays.
 _REPLICATES_PER_BATCH = 256
-_OWN_RESPONSES_PER_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -98,33 +96,20 @@ def refit_replicates(
 
     ``y`` is the response shared by every replicate (n,) or one per replicate (R, n), as when each
     resample has its own envelope. Replicates are solved in batches, each batch by one call of
-    ``solve``: with shared responses every replicate only reweights the same points; with their own
-    responses the batch's tables stand side by side as one long table in which each problem weights
-    only its own block. Returns (R, parameters) in the law's own parameters, NaN rows for failed
-    refits (no converged start, or no more weighted points than parameters).
+    ``solve`` with a row of weights (and of responses) per problem. Returns (R, parameters) in the
+    law's own parameters, NaN rows for failed refits (no converged start, or no more weighted points
+    than parameters).
     """
     y = np.asarray(y, float)
     point_weights = np.asarray(point_weights, float)
-    own_responses = y.ndim == 2
     starts, n_par = fit.restarts, len(fit.law.params)
-    batch = _OWN_RESPONSES_PER_BATCH if own_responses else _REPLICATES_PER_BATCH
     out = np.full((len(point_weights), n_par), np.nan)
-    for lo in range(0, len(point_weights), batch):
-        w = point_weights[lo : lo + batch]
-        k, width = w.shape
-        if own_responses:
-            weights = np.kron(np.eye(k), np.ones(width)) * w.ravel()  # (k, k * width)
-            batch_inputs = {name: np.tile(v, k) for name, v in inputs.items()}
-            response = y[lo : lo + batch].ravel()
-        else:
-            weights, batch_inputs, response = w, inputs, y
+    for lo in range(0, len(point_weights), _REPLICATES_PER_BATCH):
+        w = point_weights[lo : lo + _REPLICATES_PER_BATCH]
+        k = len(w)
+        response = np.repeat(y[lo : lo + k], len(starts), axis=0) if y.ndim == 2 else y
         res = solve(
-            fit.law,
-            batch_inputs,
-            response,
-            np.tile(starts, (k, 1)),
-            np.repeat(weights, len(starts), axis=0),
-            fit.delta,
+            fit.law, inputs, response, np.tile(starts, (k, 1)), np.repeat(w, len(starts), axis=0), fit.delta
         )
         fun = np.where(np.isfinite(res.fun), res.fun, np.inf).reshape(k, len(starts))
         best = fun.argmin(axis=1) + len(starts) * np.arange(k)
