@@ -202,32 +202,27 @@ def build_sections(study: Study, plots: list[Plot]) -> list[Section]:
     if study.extrapolation is not None:
         e = study.extrapolation
         held = e.held_out
-        out.append(
-            Section(
-                "Extrapolation check",
-                [
-                    f"The {held['run_id'].nunique()} runs with the largest {e.order_by} were held out; the "
-                    f"law was fitted on the other {e.fit.n_points} points and predicts the held-out ones "
-                    f"with RMSE {e.rmse_log:.4g} in log space (in-sample {e.fit.rmse_log:.4g}), mean "
-                    f"absolute error {e.mean_abs_pct:.2f}% and largest {e.max_abs_pct:.2f}%.",
-                    Table(
-                        ["run", "N", "D", "C", "observed", "predicted", "error %"],
-                        [
-                            [
-                                str(r.run_id),
-                                num(r.N),
-                                num(r.D),
-                                num(r.C),
-                                num(r.y),
-                                num(r.predicted),
-                                f"{r.pct_error:+.2f}",
-                            ]
-                            for r in held.itertuples()
-                        ],
-                    ),
-                ],
-            )
+        intervals = e.level is not None
+        text = (
+            f"The {held['run_id'].nunique()} runs with the largest {e.order_by} were held out; the "
+            f"law was fitted on the other {e.fit.n_points} points and predicts the held-out ones "
+            f"with RMSE {e.rmse_log:.4g} in log space (in-sample {e.fit.rmse_log:.4g}), mean "
+            f"absolute error {e.mean_abs_pct:.2f}% and largest {e.max_abs_pct:.2f}%."
         )
+        if intervals:
+            text += (
+                f" {e.n_inside} of {len(held)} observed losses lie inside their prediction's "
+                f"{100 * e.level:g}% interval (bootstrap over the fitted runs: the law's uncertainty, "
+                "not the run-to-run noise)."
+            )
+        header = ["run", "N", "D", "C", "observed", "predicted"] + ["interval"] * intervals + ["error %"]
+        rows = [
+            [str(r.run_id), num(r.N), num(r.D), num(r.C), num(r.y), num(r.predicted),
+             *([f"[{num(r.predicted_low)}, {num(r.predicted_high)}]"] if intervals else []),
+             f"{r.pct_error:+.2f}"]
+            for r in held.itertuples()
+        ]  # fmt: skip
+        out.append(Section("Extrapolation check", [text, Table(header, rows)]))
 
     if study.frontiers:
         level = f"{100 * o.level:g}%"

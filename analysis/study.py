@@ -289,6 +289,8 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
                 order_by="budget" if budgets >= 2 else "C",
                 delta=o.delta,
                 weights=study.table.values("weight") if "weight" in study.table.frame else None,
+                counts=counts,
+                level=o.level,
             ),
         )
 

@@ -221,9 +221,12 @@ def headline(study: Study, comparison: list[str]) -> list[str]:
         lines.append(study.agreement)
     if study.extrapolation is not None:
         e = study.extrapolation
+        inside = ""
+        if e.level is not None:
+            inside = f"; {e.n_inside} of {len(e.held_out)} inside their {100 * e.level:g}% intervals"
         lines.append(
             f"prediction of the {e.held_out['run_id'].nunique()} runs of the largest budget by a fit without "
-            f"them: mean absolute error {e.mean_abs_pct:.2f}% (largest {e.max_abs_pct:.2f}%)"
+            f"them: mean absolute error {e.mean_abs_pct:.2f}% (largest {e.max_abs_pct:.2f}%){inside}"
         )
     lines += comparison
     lines += [f"[yellow]warning:[/] {w}" for w in study.warnings]

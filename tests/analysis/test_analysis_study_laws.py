@@ -59,3 +59,15 @@ def test_frontier_agreement_says_whether_the_intervals_overlap_and_why_not():
     disagree = frontier_agreement([_frontier("1", 1e8, 2e8), _frontier("2", 3e8, 9e8)])
     assert disagree.startswith("The approaches disagree") and "weigh the runs differently" in disagree
     assert frontier_agreement([_frontier("1", 1e8, 2e8)]) == ""
+
+
+def test_held_out_predictions_carry_bootstrap_intervals(runs, truth):
+    e = run_study(runs, StudyOptions(n_boot=60)).extrapolation
+    h = e.held_out
+    assert e.level == 0.95 and (h["predicted_low"] <= h["predicted"]).all()
+    assert (h["predicted"] <= h["predicted_high"]).all() and (h["predicted_low"] < h["predicted_high"]).all()
+    true_loss = truth["E"] + truth["A"] / h["N"] ** truth["alpha"] + truth["B"] / h["D"] ** truth["beta"]
+    assert ((h["predicted_low"] <= true_loss) & (true_loss <= h["predicted_high"])).all()
+    assert e.n_inside == int(((h["y"] >= h["predicted_low"]) & (h["y"] <= h["predicted_high"])).sum())
+    assert e.as_dict()["n_inside_interval"] == e.n_inside
+    assert run_study(runs, StudyOptions(n_boot=0)).extrapolation.level is None  # no resamples, no intervals
