@@ -121,14 +121,19 @@ class StopAt(L.Callback):
 
 
 def recorded_run(
-    out, max_steps: int, *extra: L.Callback, ckpt_path: str | None = None, accumulate: int = 1
+    out,
+    max_steps: int,
+    *extra: L.Callback,
+    ckpt_path: str | None = None,
+    accumulate: int = 1,
+    num_clips: int = 32,
 ) -> pd.DataFrame:
     """T0 on tiny clips, evaluated at steps 1 and 6, checkpointed every 3 steps, as the CLI would.
     The global batch is 4 clips, in ``accumulate`` micro-batches."""
     L.seed_everything(0)
     module = DiffusionModule(partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)), val_timesteps=2)
     data = SyntheticDataModule(
-        num_clips=32, val_clips=4, frames=4, height=16, width=16, batch_size=4 // accumulate
+        num_clips=num_clips, val_clips=4, frames=4, height=16, width=16, batch_size=4 // accumulate
     )
     recorder = ScalingRecorder(eval_points=2, out_dir=str(out))
     checkpoint = ModelCheckpoint(dirpath=out, save_last=True, every_n_train_steps=3)
@@ -155,6 +160,19 @@ def test_resumed_run_averages_the_same_train_losses_as_an_uninterrupted_one(tmp_
     # Step 6's train loss is the mean over steps 2..6, steps 2-3 of them from before the crash.
     assert got["train_loss"].tolist() == pytest.approx(expected["train_loss"].tolist(), rel=1e-6)
     assert got["samples_seen"].tolist() == expected["samples_seen"].tolist()
+
+
+@pytest.mark.parametrize("num_clips", [8, 12])
+def test_a_run_resumed_after_its_first_epoch_is_the_uninterrupted_run(tmp_path, num_clips):
+    """The checkpoint of step 3 is in the middle of epoch 1 (8 clips: 2 batches an epoch), or at the
+    end of epoch 0 (12 clips: 3 batches). The resumed loader must continue epoch 1's order: it used to
+    read epoch 0's order in the first case and to skip epoch 1 in the second."""
+    expected = recorded_run(tmp_path / "a", 6, num_clips=num_clips)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recorded_run(tmp_path / "b", 6, StopAt(5), num_clips=num_clips)
+    got = recorded_run(tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"), num_clips=num_clips)
+    for column in ("train_loss", "val_loss_raw", "val_loss_ema"):
+        assert got[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-6, abs=0), column
 
 
 def test_train_loss_is_the_mean_sample_loss_whatever_the_gradient_accumulation(tmp_path):

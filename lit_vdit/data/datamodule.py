@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import ParallelStrategy, Strategy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.stateful_dataloader import _SAMPLER_ITER_YIELDED
 
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
 
@@ -38,6 +39,32 @@ class GenerationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, int]:
         label = index % self.num_classes if self.num_classes else 0
         return {"label": label, "seed": self.seed * 1_000_003 + index, "index": index}
+
+
+class _EpochResumingLoader(StatefulDataLoader):
+    """A StatefulDataLoader whose state also holds its shuffling sampler's epoch.
+
+    torchdata restores how far into an epoch the loader was and skips that far into the sampler's
+    order, but the order is that of the sampler's epoch when Lightning makes the resumed iterator,
+    before it sets the epoch: a run resumed in the middle of epoch e >= 1 read the rest of epoch 0's
+    order, and one resumed from a checkpoint of an epoch's last step skipped the next epoch.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if isinstance(self.sampler, DistributedSampler):
+            state["sampler_epoch"] = self.sampler.epoch
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        epoch = state_dict.pop("sampler_epoch", None)
+        if epoch is not None and isinstance(self.sampler, DistributedSampler):
+            if state_dict.get(_SAMPLER_ITER_YIELDED, 0) >= len(self):
+                self.sampler.set_epoch(epoch + 1)  # saved after the epoch's last batch: the next one
+                return
+            self.sampler.set_epoch(epoch)
+        super().load_state_dict(state_dict)
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -113,7 +140,7 @@ class VideoDataModule(L.LightningDataModule):
             )
         elif shuffle:
             sampler = self._shuffled(dataset)
-        return StatefulDataLoader(
+        return _EpochResumingLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
