@@ -333,8 +333,7 @@ def isoflop_frontier(
     point = _allocation(minima["C"], minima["N"], minima["D"])
     fitted, residuals = _profile_residuals(f)
     notes.append(
-        f"intervals: residual bootstrap with each profile's sizes fixed ({residuals.size} pooled "
-        "residuals)"
+        f"intervals: residual bootstrap with each profile's sizes fixed ({residuals.size} pooled residuals)"
     )
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, max(residuals.size, 1), size=(n_boot if residuals.size else 0, len(f)))

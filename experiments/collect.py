@@ -28,6 +28,8 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         if not metrics.is_file() or not result.is_file():
             continue
         run = json.loads((directory / "run.json").read_text())
+        if run.get("trunk"):
+            continue  # a cooldown grid's trunk: its steps are in every branch's rows
         info = json.loads(result.read_text())
         rows = pd.read_csv(metrics)
         if (directory / "video_metrics.csv").is_file():  # FVD / FID at some evaluation steps
@@ -43,14 +45,20 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         for key in schema.names(schema.RUN_COSTS):
             rows[key] = info["costs"].get(key, 0)
         for key in schema.names(schema.RUN_SETTINGS):
-            if key != "flop_budget":  # an IsoFLOP grid axis, below
-                rows[key] = info.get(key, False if key == "finished" else "")
+            rows[key] = info.get(key, False if key == "finished" else "")
         for key, value in run["axes"].items():
             # IsoFLOP budgets go to `flop_budget`, the column the analysis groups IsoFLOP profiles by.
             rows["flop_budget" if key == "budget" else f"axis_{key.split('.')[-1]}"] = value
+        if run.get("start"):
+            # FLOPs per step are constant, so the prefix costs its share of the run's final FLOPs.
+            final = info["final"]
+            rows["branch_of"], rows["branch_step"] = run["start"]["trunk_id"], run["start"]["step"]
+            rows["flops_shared"] = final["flops_measured"] * run["start"]["step"] / final["step"]
         frames.append(rows)
     if not frames:
         raise FileNotFoundError(f"no finished or started runs with metrics under {grid_dir}/runs")
     table = pd.concat(frames, ignore_index=True)
+    ordered = [name for name in schema.names(schema.RUNS) if name in table]  # then video metrics, axes
+    table = table[ordered + [name for name in table if name not in ordered]]
     atomic_write_text(grid_dir / "runs.csv", table.to_csv(index=False))
     return table

@@ -173,9 +173,7 @@ def design_section(planned: list[tuple[Run, dict[str, Any]]]) -> Section:
             "sweep's best); linear warm-up over the first 10% of each run's steps, then one cosine cycle "
             "to 0.1 x lr at its last step. experiments/demo.yaml gives the sweeps and the reasons. Cells: "
             "steps (warm-up steps) at each budget.",
-            Table(
-                ["size", "family", "N", "lr", *(f"C = {b:.1e}" for b in budgets)], rows
-            ),
+            Table(["size", "family", "N", "lr", *(f"C = {b:.1e}" for b in budgets)], rows),
         ],
     )
 

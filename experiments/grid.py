@@ -18,6 +18,9 @@ A spec (read with omegaconf)::
       min_steps: 20             # a size needing fewer steps at a budget is left out there
       max_steps: 1000           # optional: so is one needing more (the size window moves with C)
       warmup_fraction: 0.1      # optional: warm-up steps = this fraction of each run's steps
+    cooldown:                   # optional: WSD runs branched off one constant-rate trunk per size
+      fraction: 0.2             # each run cools down over its last 20% of steps
+      shape: 1-sqrt             # linear | 1-sqrt | cosine (see experiments.cooldown)
 
 Aliases: ``preset``, ``steps``, ``lr``, ``warmup_steps``, ``seed``, ``num_clips`` (the data budget in
 unique clips), ``batch_size``, ``precision``, ``devices`` and ``strategy`` (a trainer config name in
@@ -47,7 +50,7 @@ ALIASES = {
     "precision": "trainer.precision",
     "devices": "trainer.devices",
 }
-SPEC_KEYS = {"name", "base", "axes", "derived", "isoflop"}
+SPEC_KEYS = {"name", "base", "axes", "derived", "isoflop", "cooldown"}
 BASE_KEYS = {"model", "data", "trainer", "overrides"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,22 +59,40 @@ class GridSpecError(ValueError):
     """A grid YAML that cannot be expanded; the message names the key and the fix."""
 
 
+@dataclass(frozen=True)
+class BranchPoint:
+    """Where a cooldown branch starts: the checkpoint of run ``trunk_id`` at optimizer step ``step``."""
+
+    trunk_id: str
+    step: int
+
+
 @dataclass
 class Run:
-    """One run of a grid: LightningCLI config files plus dotted overrides."""
+    """One run of a grid: LightningCLI config files plus dotted overrides.
+
+    A cooldown grid (:mod:`experiments.cooldown`) has two more kinds: a ``trunk`` (the constant-rate
+    run that branches start from; not a point of the study) and branches (``start`` set: resumed
+    from the trunk's checkpoint at ``start.step``).
+    """
 
     name: str
     files: dict[str, str]
     overrides: dict[str, Any]
     axes: dict[str, Any] = field(default_factory=dict)
+    start: BranchPoint | None = None
+    trunk: bool = False
 
     @property
     def run_id(self) -> str:
-        """Hash of the resolved config: file contents and overrides (stable across machines)."""
+        """Hash of the resolved config: file contents and overrides (stable across machines), and for
+        a branch the trunk and step it starts from."""
         payload = {
             "files": {k: Path(v).read_text() for k, v in sorted(self.files.items())},
             "overrides": {k: self.overrides[k] for k in sorted(self.overrides)},
         }
+        if self.start is not None:
+            payload["start"] = [self.start.trunk_id, self.start.step]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def cli_args(self) -> list[str]:
@@ -95,6 +116,8 @@ class Run:
             "files": self.files,
             "overrides": self.overrides,
             "axes": self.axes,
+            "start": None if self.start is None else vars(self.start),
+            "trunk": self.trunk,
         }
 
 
@@ -152,7 +175,7 @@ def _derive(spec: dict[str, Any], axes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_name(axes: dict[str, Any]) -> str:
+def run_name(axes: dict[str, Any]) -> str:
     return "-".join(f"{key.split('.')[-1]}={value}" for key, value in axes.items()) or "run"
 
 
@@ -176,5 +199,5 @@ def expand(spec: dict[str, Any]) -> list[Run]:
             else:
                 overrides[resolve_key(key)] = value
         overrides.update(_derive(spec, point))
-        runs.append(Run(_run_name(point), run_files, overrides, point))
+        runs.append(Run(run_name(point), run_files, overrides, point))
     return runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from experiments.cooldown import apply_cooldown
 from experiments.grid import GridSpecError, Run, expand, resolve_key
 from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
@@ -26,6 +27,7 @@ def describe(run: Run) -> dict[str, Any]:
         **built.costs,
         "global_batch": built.global_batch,
         "max_steps": built.trainer.max_steps,
+        "warmup_steps": int(built.module.hparams.get("warmup_steps", 0)),
         "train_clips": built.datamodule.train_size,
         "world_size": built.world_size,
         "num_nodes": nodes,
@@ -63,11 +65,12 @@ def apply_isoflop(
             if max_steps is not None and steps > int(max_steps):
                 continue  # too small for this budget: far left of its optimum, and the longest run
             overrides = {**run.overrides, resolve_key("steps"): steps}
+            run_warmup = info["warmup_steps"]
             if warmup is not None:  # each run warms up over the same fraction of its own length
-                overrides[resolve_key("warmup_steps")] = max(1, round(float(warmup) * steps))
+                run_warmup = overrides[resolve_key("warmup_steps")] = max(1, round(float(warmup) * steps))
             axes = {**run.axes, "budget": float(budget)}
             out_runs.append(Run(f"{run.name}-C={float(budget):.2g}", run.files, overrides, axes))
-            out_infos.append({**info, "max_steps": steps})
+            out_infos.append({**info, "max_steps": steps, "warmup_steps": run_warmup})
     if not out_runs:
         raise GridSpecError(
             f"isoflop: every run has fewer than min_steps={min_steps} steps; raise the budgets"
@@ -76,15 +79,18 @@ def apply_isoflop(
 
 
 def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
-    """Runs with their N, D (samples, tokens), C (measured and 6ND) and an estimated wall time."""
+    """Runs with their N, D (samples, tokens), C (measured and 6ND) and an estimated wall time (of
+    the steps it trains itself: a cooldown branch starts at its trunk's step)."""
     runs = expand(spec)
     infos = [describe(run) for run in runs]
     runs, infos = apply_isoflop(spec, runs, infos)
+    runs, infos = apply_cooldown(spec, runs, infos)
     rate = ASSUMED_EFFICIENCY * matmul_flops_per_second(seconds=0.2)
     planned = []
     for run, info in zip(runs, infos, strict=True):
         samples = info["max_steps"] * info["global_batch"]
         flops = samples * info["flops_train_step"]
+        own = 1 - (run.start.step / info["max_steps"] if run.start is not None else 0)
         planned.append(
             (
                 run,
@@ -94,7 +100,7 @@ def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
                     "tokens": samples * info["tokens_per_sample"],
                     "flops": flops,
                     "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
-                    "est_wall_s": math.ceil(flops / rate + info["max_steps"] * STEP_OVERHEAD_S),
+                    "est_wall_s": math.ceil((flops / rate + info["max_steps"] * STEP_OVERHEAD_S) * own),
                 },
             )
         )

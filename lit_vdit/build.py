@@ -64,6 +64,17 @@ def quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def given_model_keys(args: list[str]) -> set[str]:
+    """Top-level model settings named on a command line: ``--model.init_args.lr 1e-3`` -> ``lr``."""
+    keys = set()
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--model."):
+            path = name.removeprefix("--model.").removeprefix("init_args.")
+            keys.add(path.split(".", 1)[0])
+    return keys
+
+
 class VDiTCLI(LightningCLI):
     """LightningCLI with lit_vdit's defaults: any LightningModule / VideoDataModule by class_path.
 
@@ -71,7 +82,27 @@ class VDiTCLI(LightningCLI):
     loggers and checkpoint folder, TensorBoard logs go to ``tensorboard/``, Lightning's CSV log to
     ``csv/`` and checkpoints to ``checkpoints/``, written atomically. The progress bar is Rich's
     unless disabled.
+
+    With ``--ckpt_path``, LightningCLI puts the model settings saved in the checkpoint in place of
+    the configured ones (a resumed run needs no model config). Here a model setting given explicitly
+    on the command line (``--model.init_args.KEY``) still wins: a cooldown branch resumes a
+    constant-rate trunk's state with its own WSD schedule (:mod:`experiments.cooldown`).
     """
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning 2.6's LightningCLI._parse_ckpt_path, less the explicitly given keys.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        for key in given_model_keys(sys.argv[1:]):  # _cli makes sys.argv the parsed arguments
+            hparams.pop(key, None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> L.Trainer:
         root = Path(config.get("default_root_dir") or ".")

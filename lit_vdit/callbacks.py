@@ -291,6 +291,38 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
+class BranchCheckpoints(Callback):
+    """Saves the full training state at given optimizer steps as ``checkpoints/branch-step=<N>.ckpt``:
+    the points where cooldown branches resume from a constant-rate trunk (:mod:`experiments.cooldown`).
+
+    Each is written under a temporary name and renamed once every process has written (a file, or a
+    folder under sharded strategies), so a branch never starts from a partial save; a step already
+    saved (before a kill and resume) is not saved again.
+    """
+
+    def __init__(self, steps: list[int]) -> None:
+        self.steps = sorted(int(s) for s in steps)
+
+    @staticmethod
+    def path(directory: str | Path, step: int) -> Path:
+        return Path(directory) / "checkpoints" / f"branch-step={step}.ckpt"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        final = self.path(trainer.default_root_dir, step)
+        if step not in self.steps or final.exists():
+            return
+        staged = final.with_name(f".{final.name}.part")
+        if trainer.is_global_zero and staged.is_dir():  # a partial sharded save from a crash
+            shutil.rmtree(staged)
+        trainer.strategy.barrier()
+        trainer.save_checkpoint(staged, weights_only=False)  # the full training state
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            os.replace(staged, final)
+        trainer.strategy.barrier()
+
+
 class VideoWriter(BasePredictionWriter):
     """Writes each generated video of ``predict`` as ``sample_<index>_class<label>.<format>``.
 

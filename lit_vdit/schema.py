@@ -60,13 +60,19 @@ RUN_SETTINGS: tuple[Column, ...] = (
     Column("lightning", "", "Lightning version"),
     Column("denoiser", "", "denoiser class (VideoDiT, VideoUNet)"),
     Column("objective", "", "objective class"),
+)
+# Present only in the grids of a mode: IsoFLOP budgets; cooldown branches (experiments.cooldown).
+RUN_GRID_MODES: tuple[Column, ...] = (
     Column("flop_budget", "FLOPs", "IsoFLOP budget of the run's grid point (IsoFLOP grids)"),
+    Column("branch_of", "", "run_id of the trunk a cooldown branch resumed from (cooldown grids)"),
+    Column("branch_step", "optimizer steps", "the trunk's step the branch resumed from: its cooldown start"),
+    Column("flops_shared", "FLOPs", "training FLOPs of the steps before branch_step, paid once by the trunk"),
 )
 VIDEO_METRICS_NOTE = (
     "Video metrics joined at their steps: `<metric>` (fvd, fid, kid, ...), `<metric>_std` where defined, "
     "`<metric>_protocol` (protocol id); grid axes as `axis_<name>`."
 )
-RUNS: tuple[Column, ...] = RUN_IDENTITY + METRICS + RUN_COSTS + RUN_SETTINGS
+RUNS: tuple[Column, ...] = RUN_IDENTITY + METRICS + RUN_COSTS + RUN_SETTINGS + RUN_GRID_MODES
 
 # Default columns of each analysis role for `lit-vdit analyze` (N, D, C, the fitted metric, ...).
 ANALYSIS_ROLES: dict[str, str] = {

@@ -1,5 +1,6 @@
 """Grid specs, dry runs, resumable local runs (SIGKILL), failures, collection, SLURM via submitit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -119,8 +120,8 @@ def test_killed_grid_finishes_on_rerun_with_every_row_once(tmp_path, repo_root):
     subprocess.run(command, cwd=repo_root, check=True, capture_output=True)
     table = pd.read_csv(out / "runs.csv")
     assert table["run_id"].nunique() == 2
-    # the schema's columns, in its order, then the grid axes
-    assert list(table.columns) == [*names(schema.RUNS)[:-1], "axis_preset"]  # no flop_budget: not IsoFLOP
+    # the schema's columns, in its order, but those of grid modes (IsoFLOP, cooldown), then the axes
+    assert list(table.columns) == [*names(schema.RUNS[: -len(schema.RUN_GRID_MODES)]), "axis_preset"]
     for _, rows in table.groupby("run_id"):
         assert list(rows["step"]) == log_spaced_steps(STEPS, 5)
         assert rows["samples_seen"].iloc[-1] == STEPS * 4
@@ -138,6 +139,17 @@ def test_broken_run_is_recorded_as_failed_while_others_complete(tmp_path, repo_r
     assert "unknown DiT preset" in status_file
     assert run_state(out / "runs" / failed.run_id) == "failed"
     assert collect(out)["run_id"].nunique() == 1
+
+
+def test_a_multi_process_run_starts_from_the_forked_server_like_from_its_command_line(tmp_path, repo_root):
+    """Runs fork from a server with Lightning imported; a DDP run's launcher must still start its
+    second rank as `python -m lit_vdit.cli fit ...` with the run's arguments."""
+    path = write_spec(tmp_path, repo_root, {"preset": ["T0"], "strategy": ["ddp_cpu"]})
+    runs = expand(load_spec(path))
+    out = tmp_path / "grid"
+    assert run_local(runs, out) == {runs[0].run_id: "done"}
+    result = json.loads((out / "runs" / runs[0].run_id / "result.json").read_text())
+    assert result["world_size"] == 2 and result["final"]["samples_seen"] == STEPS * 4 * 2
 
 
 def test_submitit_local_executor_runs_a_grid_run(tmp_path, repo_root):

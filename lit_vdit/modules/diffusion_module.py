@@ -8,7 +8,7 @@ also where parallelism is applied (:mod:`lit_vdit.parallel`).
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +24,7 @@ from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
+from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
 from lit_vdit.parallel import parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
@@ -44,7 +45,10 @@ class DiffusionModule(L.LightningModule):
             fingerprint: resuming or loading with another VAE is refused.
         clip_shape, num_classes: video clip (C, T, H, W) and classes; None takes them from the DataModule.
         lr, weight_decay, betas: AdamW settings; ``warmup_steps`` of linear warm-up, then
-            ``lr_schedule`` "constant" or "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``).
+            ``lr_schedule`` "constant", "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``) or
+            "wsd" (warmup-stable-decay: constant, then a cooldown of the last ``decay_fraction`` of the
+            steps to ``min_lr_ratio * lr``, shaped ``decay_shape``: "linear", "1-sqrt" or "cosine");
+            see :mod:`lit_vdit.modules.lr_schedules`.
         ema_decay: decay of the exponential moving average of the weights (0 disables EMA); the EMA
             is kept and evaluated in float32 under any precision (:class:`~lit_vdit.modules.ema.EMA`).
         val_timesteps: fixed timesteps per validation clip for the low-variance validation loss.
@@ -70,6 +74,8 @@ class DiffusionModule(L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.1,
+        decay_fraction: float = 0.2,
+        decay_shape: str = "1-sqrt",
         ema_decay: float = 0.9999,
         val_timesteps: int = 8,
         val_seed: int = 1234,
@@ -78,8 +84,7 @@ class DiffusionModule(L.LightningModule):
         activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        check_schedule(lr_schedule, warmup_steps, None, decay_fraction, decay_shape)  # max_steps: later
         self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler"])
         self.denoiser_factory = denoiser
         self.objective = objective or RectifiedFlow()
@@ -211,6 +216,20 @@ class DiffusionModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._noise_seed = torch.initial_seed()  # the run's seed (seed_everything), equal on every process
 
+    def on_train_start(self) -> None:
+        # The next update's learning rate follows this run's schedule at its step. A checkpoint holds
+        # the rate its own schedule set, and a cooldown branch resumes a constant-rate trunk's state
+        # into a WSD run (experiments.cooldown): its first update must already cool down.
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            rates = [
+                base * f(scheduler.last_epoch)
+                for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+            ]
+            for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate
+            scheduler._last_lr = rates
+
     def global_positions(self, batch_index: int, batch_size: int, n: int) -> list[int]:
         """Where this process's ``n`` samples of batch ``batch_index`` sit in the global sample order.
 
@@ -296,22 +315,21 @@ class DiffusionModule(L.LightningModule):
         ]
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        warmup, schedule, floor = (
-            self.hparams.warmup_steps,
-            self.hparams.lr_schedule,
-            self.hparams.min_lr_ratio,
+        h = self.hparams
+        if h.lr_schedule != "constant" and total is None:
+            raise ValueError(
+                f"lr_schedule={h.lr_schedule!r} needs trainer.max_steps to know where the decay ends"
+            )
+        check_schedule(h.lr_schedule, h.warmup_steps, total, h.decay_fraction, h.decay_shape)
+        factor = functools.partial(
+            lr_factor,
+            schedule=h.lr_schedule,
+            warmup_steps=h.warmup_steps,
+            total_steps=total,
+            min_lr_ratio=h.min_lr_ratio,
+            decay_fraction=h.decay_fraction,
+            decay_shape=h.decay_shape,
         )
-        if schedule == "cosine" and total is None:
-            raise ValueError("lr_schedule='cosine' needs trainer.max_steps to know where the decay ends")
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant":
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
