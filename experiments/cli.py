@@ -44,6 +44,14 @@ def _print_plan(planned) -> None:
     print(
         f"{len(planned)} runs; estimated total {sum(i['est_wall_s'] for _, i in planned)} s on this machine"
     )
+    if any(run.start is not None for run, _ in planned):  # a cooldown grid: prefixes are trained once
+        points = sum(info["flops"] for run, info in planned if not run.trunk)
+        trained = sum(
+            info["flops"] * (1 - (run.start.step if run.start else 0) / info["max_steps"])
+            for run, info in planned
+        )
+        ratio = points / trained
+        print(f"cooldown grid: trains {trained:.3g} FLOPs, {points:.3g} for the points apart ({ratio:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,11 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
         for key, value in run["axes"].items():
             # IsoFLOP budgets go to `flop_budget`, the column the analysis groups IsoFLOP profiles by.
             rows["flop_budget" if key == "budget" else f"axis_{key.split('.')[-1]}"] = value
+        posthoc = info.get("posthoc_ema")
+        if posthoc:  # recorded by `lit-vdit posthoc-ema --record`: on the row of its step
+            at = rows["step"] == posthoc["step"]
+            rows.loc[at, "val_loss_posthoc_ema"] = posthoc["val_loss"]
+            rows.loc[at, "posthoc_sigma_rel"] = posthoc["sigma_rel"]
         if run.get("start"):
             # FLOPs per step are constant, so the prefix costs its share of the run's final FLOPs.
             final = info["final"]

@@ -68,11 +68,17 @@ RUN_GRID_MODES: tuple[Column, ...] = (
     Column("branch_step", "optimizer steps", "the trunk's step the branch resumed from: its cooldown start"),
     Column("flops_shared", "FLOPs", "training FLOPs of the steps before branch_step, paid once by the trunk"),
 )
+# Present only for runs whose post-hoc EMA was evaluated and recorded (`lit-vdit posthoc-ema --record`).
+RUN_POSTHOC: tuple[Column, ...] = (
+    Column("val_loss_posthoc_ema", "loss", "validation loss of the best post-hoc EMA length, at its step"),
+    Column("posthoc_sigma_rel", "", "that EMA's relative length sigma_rel (EDM2)"),
+)
+RUN_OPTIONAL: tuple[Column, ...] = RUN_GRID_MODES + RUN_POSTHOC
 VIDEO_METRICS_NOTE = (
     "Video metrics joined at their steps: `<metric>` (fvd, fid, kid, ...), `<metric>_std` where defined, "
     "`<metric>_protocol` (protocol id); grid axes as `axis_<name>`."
 )
-RUNS: tuple[Column, ...] = RUN_IDENTITY + METRICS + RUN_COSTS + RUN_SETTINGS + RUN_GRID_MODES
+RUNS: tuple[Column, ...] = RUN_IDENTITY + METRICS + RUN_COSTS + RUN_SETTINGS + RUN_OPTIONAL
 
 # Default columns of each analysis role for `lit-vdit analyze` (N, D, C, the fitted metric, ...).
 ANALYSIS_ROLES: dict[str, str] = {

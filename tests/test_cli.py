@@ -248,7 +248,16 @@ def test_every_subcommand_is_registered_and_loads():
     from lit_vdit.cli import registered_commands
 
     commands = registered_commands()
-    assert set(commands) == {"info", "eval", "cache-latents", "grid", "demo", "bench", "analyze"}
+    assert set(commands) == {
+        "info",
+        "eval",
+        "posthoc-ema",
+        "cache-latents",
+        "grid",
+        "demo",
+        "bench",
+        "analyze",
+    }
     for entry in commands.values():
         assert callable(entry.load())
 

@@ -137,3 +137,31 @@ def test_cooldown_specs_name_the_problem(tmp_path, repo_root):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(GridSpecError, match=r"cooldown.fraction must be in \(0, 1\)"):
         plan(load_spec(path))
+
+
+class FakeSlurm:
+    """Records what run_slurm asks of a SLURM executor (no cluster needed)."""
+
+    cluster = "slurm"
+
+    def __init__(self):
+        self.parameters, self.submitted = {}, []
+
+    def update_parameters(self, **parameters):
+        self.parameters.update(parameters)
+
+    def submit(self, fn, run, directory):
+        job = type("Job", (), {"job_id": f"{100 + len(self.submitted)}"})()
+        self.submitted.append((run, dict(self.parameters.get("slurm_additional_parameters", {})), job))
+        return job
+
+
+def test_on_slurm_branches_wait_for_their_trunks_job(tmp_path, repo_root):
+    from experiments.runner import run_slurm
+
+    planned = plan(load_spec(grid_spec(tmp_path, repo_root, True)))
+    executor = FakeSlurm()
+    run_slurm(planned, tmp_path / "grid", executor)
+    (trunk, none, trunk_job), *branches = executor.submitted
+    assert trunk.trunk and none == {}
+    assert [extra for _, extra, _ in branches] == [{"dependency": f"afterok:{trunk_job.job_id}"}] * 2

@@ -120,8 +120,8 @@ def test_killed_grid_finishes_on_rerun_with_every_row_once(tmp_path, repo_root):
     subprocess.run(command, cwd=repo_root, check=True, capture_output=True)
     table = pd.read_csv(out / "runs.csv")
     assert table["run_id"].nunique() == 2
-    # the schema's columns, in its order, but those of grid modes (IsoFLOP, cooldown), then the axes
-    assert list(table.columns) == [*names(schema.RUNS[: -len(schema.RUN_GRID_MODES)]), "axis_preset"]
+    # the schema's columns, in its order, but the optional ones (grid modes, post-hoc EMA), then the axes
+    assert list(table.columns) == [*names(schema.RUNS[: -len(schema.RUN_OPTIONAL)]), "axis_preset"]
     for _, rows in table.groupby("run_id"):
         assert list(rows["step"]) == log_spaced_steps(STEPS, 5)
         assert rows["samples_seen"].iloc[-1] == STEPS * 4

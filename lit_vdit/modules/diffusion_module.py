@@ -25,6 +25,7 @@ from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
+from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.parallel import parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
@@ -51,6 +52,10 @@ class DiffusionModule(L.LightningModule):
             see :mod:`lit_vdit.modules.lr_schedules`.
         ema_decay: decay of the exponential moving average of the weights (0 disables EMA); the EMA
             is kept and evaluated in float32 under any precision (:class:`~lit_vdit.modules.ema.EMA`).
+        posthoc_ema: relative lengths (sigma_rel, e.g. ``[0.05, 0.1]``) of power-function EMAs kept
+            for post-hoc EMA (EDM2, :mod:`lit_vdit.modules.posthoc_ema`); their weights are stored
+            every ``ema_snapshot_every`` steps under ``<default_root_dir>/ema_snapshots``, from which
+            ``lit-vdit posthoc-ema`` reconstructs and evaluates an EMA of any length.
         val_timesteps: fixed timesteps per validation clip for the low-variance validation loss.
         val_seed: seed of the fixed validation noise.
         sampler: sampler for ``predict``; None picks DDIM-50 or Euler-50 for the objective.
@@ -77,6 +82,8 @@ class DiffusionModule(L.LightningModule):
         decay_fraction: float = 0.2,
         decay_shape: str = "1-sqrt",
         ema_decay: float = 0.9999,
+        posthoc_ema: list[float] | None = None,
+        ema_snapshot_every: int = 0,
         val_timesteps: int = 8,
         val_seed: int = 1234,
         sampler: Sampler | None = None,
@@ -85,6 +92,11 @@ class DiffusionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_schedule(lr_schedule, warmup_steps, None, decay_fraction, decay_shape)  # max_steps: later
+        if posthoc_ema and ema_snapshot_every <= 0:
+            raise ValueError(
+                "posthoc_ema keeps power-function EMAs for snapshots: set ema_snapshot_every > 0 (e.g. a "
+                "tenth of the run's steps), or drop posthoc_ema"
+            )
         self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler"])
         self.denoiser_factory = denoiser
         self.objective = objective or RectifiedFlow()
@@ -97,6 +109,7 @@ class DiffusionModule(L.LightningModule):
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: Denoiser | None = None
         self.ema: EMA | None = None
+        self.power_ema: PowerEMA | None = None
         self.label_dropout: tuple[float, int] | None = None  # (probability, null class) drawn per sample
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
@@ -161,6 +174,8 @@ class DiffusionModule(L.LightningModule):
                 self.label_dropout = (embedder.dropout_prob, embedder.null_class)
         if self.hparams.ema_decay > 0:
             self.ema = EMA(self.denoiser)
+        if self.hparams.posthoc_ema:
+            self.power_ema = PowerEMA(self.denoiser, self.hparams.posthoc_ema)
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
 
     def configure_model(self) -> None:
@@ -200,8 +215,10 @@ class DiffusionModule(L.LightningModule):
         mesh = strategy.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
         precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
         parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
-        if self.ema is not None and mesh is not None:
-            parallelize(self.ema.module, mesh, precision)
+        averages = [self.ema.module] if self.ema is not None else []
+        averages += list(self.power_ema.profiles) if self.power_ema is not None else []
+        for average in averages if mesh is not None else []:
+            parallelize(average, mesh, precision)
 
     # -- training ---------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -295,10 +312,16 @@ class DiffusionModule(L.LightningModule):
         }
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """The optimiser step, then the EMA update: callbacks (ScalingRecorder, ModelCheckpoint) see both."""
+        """The optimiser step, then the EMA updates (and post-hoc EMA snapshots): callbacks
+        (ScalingRecorder, ModelCheckpoint) see them all."""
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.update_ema()
+        if self.power_ema is not None:
+            step = self.trainer.global_step + 1  # Lightning counts this step once the hook returns
+            self.power_ema.update(self.denoiser, step)
+            if step % self.hparams.ema_snapshot_every == 0 or step == self.trainer.max_steps:
+                self.power_ema.save_snapshot(self.trainer.default_root_dir, step, self.trainer.is_global_zero)
 
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * params, in float32, on each process's own shards."""
