@@ -27,12 +27,12 @@ from lit_vdit.modules.lr_schedules import DECAY_SHAPES, wsd_decay_start
 
 BRANCH_CHECKPOINTS = "lit_vdit.callbacks.BranchCheckpoints"
 APPEND_CALLBACKS = "trainer.callbacks+"  # LightningCLI: append to the trainer config's callbacks
-_PER_RUN = ("steps", "warmup_steps")  # the settings a group's runs may differ in
+_PER_RUN = {"steps", "warmup_steps", *(resolve_key(k) for k in ("steps", "warmup_steps"))}  # may differ
+_PER_RUN_AXES = {"budget", *_PER_RUN}  # axes a trunk does not have
 
 
 def _group_key(run: Run) -> str:
-    per_run = {resolve_key(k) for k in _PER_RUN}
-    shared = {k: v for k, v in run.overrides.items() if k not in per_run}
+    shared = {k: v for k, v in run.overrides.items() if k not in _PER_RUN}
     return repr((sorted(run.files.items()), sorted(shared.items(), key=lambda kv: kv[0])))
 
 
@@ -75,8 +75,7 @@ def apply_cooldown(
                 f"cooldown: {first_run.name} warms up for {first_info['warmup_steps']} steps, past its "
                 f"cooldown start at step {starts[0]}: lower the warm-up or cooldown.fraction, or add steps"
             )
-        per_run = {"budget", *_PER_RUN, *(resolve_key(k) for k in _PER_RUN)}
-        trunk_axes = {k: v for k, v in first_run.axes.items() if k not in per_run}
+        trunk_axes = {k: v for k, v in first_run.axes.items() if k not in _PER_RUN_AXES}
         saves = {"class_path": BRANCH_CHECKPOINTS, "init_args": {"steps": starts}}
         trunk = Run(
             f"{run_name(trunk_axes)}-trunk",
@@ -112,7 +111,7 @@ def study_flops(table: pd.DataFrame) -> dict[str, float]:
     trained alone), ``trained`` counts the prefixes that branches share with their trunk once."""
     final = table.sort_values("step").groupby("run_id").tail(1)
     points = float(final["flops_measured"].sum())
-    if "branch_of" not in final or final["branch_of"].isna().all():
+    if "branch_of" not in final:
         return {"points": points, "trained": points}
     branches = final[final["branch_of"].notna() & (final["branch_of"] != "")]
     trunks = branches.groupby("branch_of")["flops_shared"].max()  # a trunk ends at its last branch's start

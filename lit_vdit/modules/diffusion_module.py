@@ -216,7 +216,7 @@ class DiffusionModule(L.LightningModule):
         precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
         parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
         averages = [self.ema.module] if self.ema is not None else []
-        averages += list(self.power_ema.profiles) if self.power_ema is not None else []
+        averages += [p.module for p in self.power_ema.profiles] if self.power_ema is not None else []
         for average in averages if mesh is not None else []:
             parallelize(average, mesh, precision)
 

@@ -9,27 +9,13 @@ import torch
 from torch import nn
 
 
-class Float32Module(nn.Module):
-    """A module whose floating-point tensors follow every device move but no dtype cast: Lightning's
-    ``bf16-true`` / ``16-true`` cast the whole LightningModule with ``module.to(dtype)``."""
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> EMA:
-        def device_only(t: torch.Tensor) -> torch.Tensor:
-            if not t.is_floating_point() or t.is_meta:
-                return fn(t)
-            # ``fn`` of an empty tensor on t's device tells where ``fn`` moves t; its dtype is ignored.
-            return t.to(fn(torch.empty(0, dtype=t.dtype, device=t.device)).device)
-
-        return super()._apply(device_only, recurse)
-
-
-class EMA(Float32Module):
+class EMA(nn.Module):
     """A float32 copy of ``model`` updated as ``ema <- decay * ema + (1 - decay) * params``.
 
     The copy stays float32 under every training precision: Lightning's ``bf16-true`` / ``16-true``
     cast the whole LightningModule with ``module.to(dtype)``, and a bf16 EMA cannot move (an update
     of ``1 - decay = 1e-4`` of a weight is below bf16's resolution of ~4e-3), so its validation loss
-    would stay frozen. The copy follows every device move, but no dtype cast (:class:`Float32Module`).
+    would stay frozen. The copy follows every device move, but no dtype cast (:meth:`_apply`).
     It also runs in float32 (:meth:`forward`), so its validation loss and samples are not rounded to
     the training precision. Under FSDP2 ``module`` is sharded like the model, and the update is a
     local operation on each process's shards.
@@ -52,3 +38,12 @@ class EMA(Float32Module):
         ema = list(self.module.parameters())
         params = [p.detach().float() for p in model.parameters()]
         torch._foreach_lerp_(ema, params, 1.0 - decay)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> EMA:
+        def device_only(t: torch.Tensor) -> torch.Tensor:
+            if not t.is_floating_point() or t.is_meta:
+                return fn(t)
+            # ``fn`` of an empty tensor on t's device tells where ``fn`` moves t; its dtype is ignored.
+            return t.to(fn(torch.empty(0, dtype=t.dtype, device=t.device)).device)
+
+        return super()._apply(device_only, recurse)

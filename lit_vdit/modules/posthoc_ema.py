@@ -12,7 +12,6 @@ are the exact weights of the discrete updates, so short runs are reconstructed a
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from lit_vdit.io import atomic_write_bytes
-from lit_vdit.modules.ema import Float32Module
+from lit_vdit.modules.ema import EMA
 
 SNAPSHOTS = "ema_snapshots"  # folder of a run's snapshots, beside its checkpoints
 
@@ -80,29 +79,25 @@ def solve_coefficients(
     return np.linalg.lstsq(gram, rhs, rcond=None)[0]
 
 
-class PowerEMA(Float32Module):
-    """Float32 power-function EMAs of ``model``, one per ``sigma_rel``, in float32 under any
-    training precision (as :class:`~lit_vdit.modules.ema.EMA`)."""
+class PowerEMA(nn.Module):
+    """Power-function EMAs of ``model``, one :class:`~lit_vdit.modules.ema.EMA` (float32 under any
+    training precision) per ``sigma_rel``, whose decay at update t is :func:`ema_beta`."""
 
     def __init__(self, model: nn.Module, sigma_rels: Sequence[float]) -> None:
         super().__init__()
         self.sigma_rels = [float(s) for s in sigma_rels]
         self.gammas = [sigma_rel_to_gamma(s) for s in self.sigma_rels]
-        self.profiles = nn.ModuleList(
-            copy.deepcopy(model).float().requires_grad_(False) for _ in self.sigma_rels
-        )
+        self.profiles = nn.ModuleList(EMA(model) for _ in self.sigma_rels)
 
-    @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """The EMAs after update ``step`` (1, 2, ...) of ``model``."""
-        params = [p.detach().float() for p in model.parameters()]
         for profile, gamma in zip(self.profiles, self.gammas, strict=True):
-            torch._foreach_lerp_(list(profile.parameters()), params, 1.0 - ema_beta(step, gamma))
+            profile.update(model, ema_beta(step, gamma))
 
     def snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
         """Each profile's parameters (full tensors, on the CPU), keyed by its sigma_rel."""
         return {
-            repr(s): {n: _full(p).cpu() for n, p in profile.named_parameters()}
+            repr(s): {n: _full(p).cpu() for n, p in profile.module.named_parameters()}
             for s, profile in zip(self.sigma_rels, self.profiles, strict=True)
         }
 
