@@ -179,22 +179,32 @@ def design_section(planned: list[tuple[Run, dict[str, Any]]]) -> Section:
 
 
 def sample_gallery(planned: list[tuple[Run, dict[str, Any]]], dits: set[str], grid_dir: Path) -> Plot:
-    """Each DiT size's run (``dits``: run ids) at the largest budget, sampled from the same classes and
-    noise seeds."""
+    """Each DiT size's run (``dits``: run ids) at the largest budget, sampled from the same prompts (the
+    captions of the first validation clips; class labels for a class-conditional grid) and noise seeds,
+    with the real clips those prompts describe last."""
     largest = max(run.axes["budget"] for run, _ in planned)
-    rows = []
+    rows, prompts = [], None
     for run, info in sorted(planned, key=lambda p: p[1]["params_non_embedding"]):
         if run.axes["budget"] != largest or run.run_id not in dits:
             continue
         built = build_run(run.cli_args())
+        data = built.datamodule
+        if built.module.encoder is not None:
+            prompts = data.split_captions("val")[: data.num_predict]
+            data.prompts = prompts
         videos, labels = sample_run(built, run_dir(grid_dir, run) / "checkpoints" / "last.ckpt")
         rows.append((f"{run.axes['preset']}\nN={info['params_non_embedding'] / 1e3:.0f}K", videos))
-    rows.append(("real clips", real_clips(built.datamodule, labels)))  # the last run's data
+    if prompts is not None:  # the validation clips whose captions the prompts are
+        real = torch.stack([data.real_videos("val")[i]["video"] for i in range(len(prompts))])
+        what = "prompts (the captions printed under them, those of the real clips in the last row)"
+    else:
+        real, what = real_clips(data, labels), "class labels (real clips of those classes last)"
+    rows.append(("real clips", real))  # the last run's data
     return gallery(
         rows,
-        f"Samples at the largest budget ({largest:.1e} FLOPs): one row per DiT size, the same class labels "
-        "and noise seeds in every row, and real clips of those classes last; each video's frames run "
-        "left to right.",
+        f"Samples at the largest budget ({largest:.1e} FLOPs): one row per DiT size, the same {what} and "
+        "noise seeds in every row; each video's frames run left to right.",
+        prompts,
     )
 
 

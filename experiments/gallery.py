@@ -1,8 +1,9 @@
-"""A sample gallery: the same classes and noise seeds sampled from each model size's final checkpoint,
-one row of frame strips per size, so quality can be seen to grow with N."""
+"""A sample gallery: the same prompts (or classes) and noise seeds sampled from each model size's final
+checkpoint, one row of frame strips per size, so quality can be seen to grow with N."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -19,8 +20,9 @@ GAP = 2  # pixels of white between videos
 
 
 def sample_run(built: RunBuild, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A built run's predict set (its DataModule's labels and per-video noise seeds) generated from
-    ``checkpoint`` through ``Trainer.predict``: videos (B, C, T, H, W) in [-1, 1] and their labels."""
+    """A built run's predict set (its DataModule's prompts or labels, and per-video noise seeds)
+    generated from ``checkpoint`` through ``Trainer.predict``: videos (B, C, T, H, W) in [-1, 1] and
+    their labels."""
     with quiet_lightning():
         trainer = L.Trainer(
             accelerator="cpu",
@@ -57,11 +59,13 @@ def frame_strip(videos: torch.Tensor) -> np.ndarray:
     return np.concatenate(pieces[:-1], axis=1)
 
 
-def gallery(rows: list[tuple[str, torch.Tensor]], caption: str) -> Plot:
-    """One row per (label, videos): each video's frames left to right, videos separated by a gap."""
+def gallery(rows: list[tuple[str, torch.Tensor]], caption: str, prompts: list[str] | None = None) -> Plot:
+    """One row per (label, videos): each video's frames left to right, videos separated by a gap; with
+    ``prompts``, each column's prompt printed under the last row."""
     strips = [frame_strip(videos) for _, videos in rows]
     height, width = strips[0].shape[:2]
-    fig = Figure(figsize=(min(14.0, 0.9 + width / 20), 0.3 + len(rows) * max(0.7, height / 20)))
+    under = 0.9 if prompts else 0.0  # inches of prompt text under the rows
+    fig = Figure(figsize=(min(14.0, 0.9 + width / 20), 0.3 + under + len(rows) * max(0.7, height / 20)))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
     for ax, (label, _), strip in zip(axes, rows, strips, strict=True):
         ax.imshow(strip, interpolation="nearest")
@@ -70,5 +74,11 @@ def gallery(rows: list[tuple[str, torch.Tensor]], caption: str) -> Plot:
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
         for side in ax.spines.values():
             side.set_visible(False)
-    fig.subplots_adjust(left=0.12, right=0.99, top=0.99, bottom=0.01, hspace=0.15)
+    if prompts:
+        video_width = (width + GAP) / len(prompts)
+        axes[-1].set_xticks([(i + 0.5) * video_width - GAP / 2 for i in range(len(prompts))])
+        axes[-1].set_xticklabels([textwrap.fill(p, 22) for p in prompts], fontsize=7)
+        axes[-1].tick_params(length=0)
+    bottom = under / fig.get_figheight() + 0.01
+    fig.subplots_adjust(left=0.12, right=0.99, top=0.99, bottom=bottom, hspace=0.15)
     return Plot("samples", caption, fig)

@@ -8,6 +8,7 @@ import io
 import math
 import os
 import platform
+import re
 import shutil
 import time
 import warnings
@@ -27,6 +28,7 @@ from lit_vdit import schema
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics.evaluate import process_block
+from lit_vdit.models.text import encoder_name
 from lit_vdit.video_io import write_video
 
 
@@ -197,6 +199,8 @@ class ScalingRecorder(Callback):
             "costs": pl_module.costs,
             "hparams": dict(pl_module.hparams),
             "denoiser": type(pl_module.denoiser).__name__,
+            "conditioning": pl_module.denoiser.conditioning,
+            "text_encoder": encoder_name(pl_module.encoder),
             "objective": type(pl_module.objective).__name__,
             "strategy": type(strategy).__name__,
             "precision": str(trainer.precision),
@@ -324,7 +328,8 @@ class BranchCheckpoints(Callback):
 
 
 class VideoWriter(BasePredictionWriter):
-    """Writes each generated video of ``predict`` as ``sample_<index>_class<label>.<format>``.
+    """Writes each generated video of ``predict`` as ``sample_<index>_class<label>.<format>``, or from
+    prompts as ``sample_<index>_<prompt in words>.<format>``.
 
     ``out_dir`` defaults to ``<default_root_dir>/samples``.
     """
@@ -345,10 +350,15 @@ class VideoWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        for video, label, index in zip(
-            prediction["video"], prediction["label"], prediction["index"], strict=True
+        captions = prediction.get("caption") or [None] * len(prediction["index"])
+        for video, label, index, caption in zip(
+            prediction["video"], prediction["label"], prediction["index"], captions, strict=True
         ):
-            name = f"sample_{int(index):05d}_class{int(label)}.{self.video_format}"
+            # From prompts: the prompt in the name ("a red circle moving left" -> a_red_circle_moving_left).
+            what = (
+                f"class{int(label)}" if caption is None else re.sub(r"[^a-z0-9]+", "_", caption.lower())[:60]
+            )
+            name = f"sample_{int(index):05d}_{what.strip('_')}.{self.video_format}"
             write_video(
                 Path(self.out_dir or Path(trainer.default_root_dir) / "samples") / name, video, self.fps
             )

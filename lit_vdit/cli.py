@@ -4,8 +4,9 @@
 (``--config``, ``--model``, ``--data``, ``--trainer``, ``--print_config``, class_path/init_args).
 The other subcommands are registered as entry points (pyproject.toml, group ``lit_vdit.commands``):
 ``info`` prints a model's parameters and FLOPs without training, ``eval`` computes FVD / FID of a
-checkpoint, ``posthoc-ema`` evaluates EMAs of any length reconstructed from a run's snapshots and
-``cache-latents`` encodes a dataset once with a frozen VAE (this package); ``grid``,
+checkpoint, ``posthoc-ema`` evaluates EMAs of any length reconstructed from a run's snapshots,
+``cache-latents`` encodes a dataset once with a frozen VAE and ``cache-captions`` its captions once with a
+frozen text encoder (this package); ``grid``,
 ``demo`` and ``bench`` come from ``experiments`` and ``analyze`` from ``analysis``, which sit above
 or beside this package and are never imported by it.
 """
@@ -58,8 +59,8 @@ def info_main(argv: list[str]) -> int:
 
 def registered_commands() -> dict[str, EntryPoint]:
     """The subcommands installed packages register (entry points of the group ``lit_vdit.commands``):
-    lit_vdit's own (info, eval, posthoc-ema, cache-latents) and those of the layers above it (grid,
-    demo, bench, analyze), which this dispatcher loads by name only, never imports."""
+    lit_vdit's own (info, eval, posthoc-ema, cache-latents, cache-captions) and those of the layers above
+    it (grid, demo, bench, analyze), which this dispatcher loads by name only, never imports."""
     return {ep.name: ep for ep in entry_points(group=COMMANDS)}
 
 

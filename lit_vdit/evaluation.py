@@ -37,11 +37,29 @@ from lit_vdit.metrics import (
 )
 
 
+def evaluation_prompts(
+    module: L.LightningModule, datamodule: VideoDataModule, real_split: str = "val"
+) -> list[str] | None:
+    """What a text-conditional module's samples are generated from: the captions of the real clips of
+    ``real_split``, in turn (None for a class-conditional or unconditional module)."""
+    if module.encoder is None:
+        return None
+    prompts = datamodule.split_captions(real_split)
+    if not prompts:
+        raise ValueError(
+            f"a text-conditional model is evaluated on the captions of the real {real_split} clips, and "
+            f"this data has none: give the data captions (a manifest or caption_template)"
+        )
+    return prompts
+
+
 def run_protocol(
     module: L.LightningModule, datamodule: VideoDataModule, num_videos: int, real_split: str = "val"
 ) -> Protocol:
-    """The protocol of a run's evaluation: dataset and its identity, clip shape, sampler, steps, guidance."""
+    """The protocol of a run's evaluation: dataset and its identity, clip shape, sampler, steps, guidance,
+    and the prompts generated from."""
     reals = len(datamodule.real_videos(real_split))
+    prompts = evaluation_prompts(module, datamodule, real_split)
     identity = datamodule.identity(real_split)
     _, frames, height, width = datamodule.clip_shape
     return Protocol(
@@ -56,6 +74,7 @@ def run_protocol(
         sampler=type(module.sampler).__name__,
         steps=module.sampler.steps,
         guidance=module.hparams.guidance_scale,
+        prompts=fingerprint(prompts[:num_videos]) if prompts else "",
         kid_subset_size=min(1000, num_videos, reals),
     )
 
@@ -71,15 +90,20 @@ def process_shard(trainer: L.Trainer | None) -> Shard:
 
 
 def generated_clips(
-    module: L.LightningModule, indices: Sequence[int], batch_size: int, seed: int = 0
+    module: L.LightningModule,
+    indices: Sequence[int],
+    batch_size: int,
+    seed: int = 0,
+    prompts: list[str] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """EMA samples number ``indices`` (noise seed and class label from the index: the classes in turn);
-    lazy, batch by batch."""
+    """EMA samples number ``indices`` (noise seed and class label from the index: the classes in turn;
+    with ``prompts``, prompt ``i % len(prompts)``); lazy, batch by batch."""
     classes = max(module.hparams.num_classes or 1, 1)
     for start in range(0, len(indices), batch_size):
         chunk = list(indices[start : start + batch_size])
         labels = torch.tensor([i % classes for i in chunk])
-        yield module.generate(labels, [seed * 1_000_003 + i for i in chunk]).cpu()
+        captions = [prompts[i % len(prompts)] for i in chunk] if prompts else None
+        yield module.generate(labels, [seed * 1_000_003 + i for i in chunk], captions=captions).cpu()
 
 
 def real_clips(
@@ -113,7 +137,12 @@ def evaluate_module(
     try:
         return compute_video_metrics(
             real_clips(datamodule, real_split, shard.indices(protocol.num_real), batch_size),
-            generated_clips(module, shard.indices(num_videos), batch_size),
+            generated_clips(
+                module,
+                shard.indices(num_videos),
+                batch_size,
+                prompts=evaluation_prompts(module, datamodule, real_split),
+            ),
             protocol,
             metrics,
             cache_dir=cache_dir,

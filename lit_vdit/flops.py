@@ -16,6 +16,7 @@ from torch.utils import flop_counter
 
 from lit_vdit.diffusion import Objective
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
+from lit_vdit.models.text import TextEmbedding, TextEncoder, is_frozen
 
 aten = torch.ops.aten
 
@@ -57,11 +58,14 @@ def denoiser_costs(
     objective: Objective,
     input_shape: tuple[int, int, int, int],
     num_classes: int,
+    text_shape: tuple[int, int] | None = None,
 ) -> dict[str, int]:
     """Parameters and per-sample FLOPs of a denoiser, measured on a meta-device copy (no compute).
 
     ``flops_forward`` is one forward pass; ``flops_train_step`` is the forward and backward of the
-    objective's training loss. Both are per sample (batch of 1).
+    objective's training loss. Both are per sample (batch of 1), with ``text_shape`` = (caption
+    tokens, width) of a text-conditional denoiser's captions at their full length (padding is
+    computed too: attention masks it, but SDPA still multiplies it).
     """
     with torch.device("meta"):
         model = build()
@@ -72,9 +76,13 @@ def denoiser_costs(
     x = torch.zeros(1, *input_shape, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta") if num_classes else None
     t = objective.sample_timesteps(1, torch.device("cpu")).to("meta")
+    text = None
+    if text_shape is not None:
+        tokens = torch.zeros(1, *text_shape, device="meta")
+        text = TextEmbedding(tokens, torch.ones(1, text_shape[0], dtype=torch.bool, device="meta"))
 
     def model_fn(x_t: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        return model(x_t, time, y)
+        return model(x_t, time, y) if text is None else model(x_t, time, y, text)
 
     flops_forward = count_flops(lambda: model_fn(x, objective.model_time(t)))
     flops_train = count_flops(lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward())
@@ -85,6 +93,25 @@ def denoiser_costs(
         "flops_forward": flops_forward,
         "flops_train_step": flops_train,
         "tokens_per_sample": int(model.num_tokens),
+    }
+
+
+def text_encoder_costs(encoder: TextEncoder) -> dict[str, int]:
+    """Parameters of a text encoder and its per-caption FLOPs at full length, counted on a meta copy:
+    the forward (what a frozen encoder costs per caption) and, for a trainable one, forward + backward
+    (what it costs per training sample). Kept apart from the denoiser's costs, as the VAE's."""
+    meta = copy.deepcopy(encoder).to("meta")
+    ids = torch.zeros(1, encoder.max_length, dtype=torch.long, device="meta")
+    # No mask (every token real): a mask would make Hugging Face encoders test its values, which the
+    # meta device does not have.
+    with torch.no_grad():
+        forward = count_flops(lambda: meta(ids, None))
+    train = 0 if is_frozen(encoder) else count_flops(lambda: meta(ids, None).sum().backward())
+    return {
+        "text_encoder_params": sum(p.numel() for p in encoder.parameters()),
+        "text_encoder_flops": forward,
+        "text_encoder_flops_train": train,
+        "text_tokens": int(encoder.max_length),
     }
 
 

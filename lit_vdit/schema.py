@@ -25,6 +25,12 @@ METRICS: tuple[Column, ...] = (
     Column("flops_measured", "FLOPs", "training FLOPs of the denoiser (measured fwd+bwd x samples): C"),
     Column("flops_6nd", "FLOPs", "6 x non-embedding parameters x tokens seen, beside the measured C"),
     Column("flops_vae_encode", "FLOPs", "VAE encoding of clips during training (0 from a latent cache)"),
+    Column(
+        "flops_text_encoder",
+        "FLOPs",
+        "text encoder on the training captions: forward if frozen (0 from a caption cache), fwd+bwd if "
+        "trained",
+    ),
     Column("train_loss", "loss", "mean per-sample training loss of the steps since the previous point"),
     Column("val_loss_raw", "loss", "low-variance validation loss of the raw weights (fixed clips, noise, t)"),
     Column("val_loss_ema", "loss", "the same for the EMA weights (the scaling metric)"),
@@ -48,6 +54,11 @@ RUN_COSTS: tuple[Column, ...] = (
     Column("flops_train_step", "FLOPs", "forward + backward of the training loss per sample, measured"),
     Column("vae_params", "parameters", "frozen VAE parameters (0 in pixel space)"),
     Column("vae_encode_flops", "FLOPs", "VAE encoding of one clip"),
+    Column("text_encoder_params", "parameters", "text encoder parameters (frozen or trained; not in N)"),
+    Column("text_encoder_flops", "FLOPs", "text encoder forward of one caption at full length"),
+    Column(
+        "text_tokens", "tokens", "caption tokens per sample (the encoder's max length; in the denoiser's C)"
+    ),
 )
 RUN_SETTINGS: tuple[Column, ...] = (
     Column("finished", "", "the run reached its max_steps"),
@@ -59,6 +70,8 @@ RUN_SETTINGS: tuple[Column, ...] = (
     Column("torch", "", "torch version"),
     Column("lightning", "", "Lightning version"),
     Column("denoiser", "", "denoiser class (VideoDiT, VideoUNet)"),
+    Column("conditioning", "", "class, none, or text-cross / text-joint / text-pooled (the mechanism)"),
+    Column("text_encoder", "", "text encoder class (SmallTextEncoder, PretrainedTextEncoder:<model>)"),
     Column("objective", "", "objective class"),
 )
 # Present only in the grids of a mode: IsoFLOP budgets; cooldown branches (experiments.cooldown).

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lit_vdit.diffusion import Objective, denoiser_fn
+from lit_vdit.models.text import TextEmbedding
 
 
 def synchronize(device: torch.device) -> None:
@@ -26,8 +27,9 @@ def training_step_times(
     steps: int,
     autocast_dtype: torch.dtype | None = None,
     warmup: int = 2,
+    text: TextEmbedding | None = None,
 ) -> list[float]:
-    """Seconds of each of ``steps`` full training steps of ``model`` on the batch (x0, y): the
+    """Seconds of each of ``steps`` full training steps of ``model`` on the batch (x0, y, text): the
     objective's loss with fresh timesteps and noise, backward, AdamW step (fused on CUDA), after
     ``warmup`` untimed steps. ``autocast_dtype`` runs forward and loss under autocast (bf16-mixed)."""
     device = x0.device
@@ -39,7 +41,7 @@ def training_step_times(
         )
         with autocast:
             t = objective.sample_timesteps(len(x0), device)
-            loss = objective.loss(denoiser_fn(model, y), x0, torch.randn_like(x0), t).mean()
+            loss = objective.loss(denoiser_fn(model, y, text=text), x0, torch.randn_like(x0), t).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -253,6 +253,7 @@ def test_every_subcommand_is_registered_and_loads():
         "eval",
         "posthoc-ema",
         "cache-latents",
+        "cache-captions",
         "grid",
         "demo",
         "bench",

@@ -62,7 +62,7 @@ def test_demo_runs_an_isoflop_study_and_reports_it(tmp_path, capsys):
     for section in ("Samples", "Study design", "Power laws in N and C", "Compute-optimal frontier",
                     "Extrapolation check", "U-Net vs DiT at matched compute"):  # fmt: skip
         assert section in page
-    assert "real clips of those classes" in page  # the gallery ends with real clips for reference
+    assert "the real clips in the last row" in page  # the gallery ends with the prompts' real clips
     assert "<td>T2</td><td>DiT</td>" in page and "0.512 / d_model" in page  # each size's lr and steps
     for figure in ("samples", "power_laws", "loss_vs_compute", "family_comparison"):
         assert (out / "report" / "figures" / f"{figure}.png").stat().st_size > 1000

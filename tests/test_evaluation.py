@@ -196,7 +196,9 @@ def test_each_process_generates_only_its_share(monkeypatch):
     data = SyntheticDataModule(num_clips=16, val_clips=4, frames=2, height=16, width=16)
     seeds = []
     generate = module.generate
-    monkeypatch.setattr(module, "generate", lambda labels, s: seeds.extend(s) or generate(labels, s))
+    monkeypatch.setattr(
+        module, "generate", lambda labels, s, **kw: seeds.extend(s) or generate(labels, s, **kw)
+    )
     shard = Shard(1, 2, all_gather=lambda t: torch.stack([t, t]))
     evaluate_module(module, data, ["fid"], num_videos=5, batch_size=2, shard=shard)
     assert seeds == [3, 4, 5]  # of videos 0..4: rank 1's block; 5 pads it and is dropped

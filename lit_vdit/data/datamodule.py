@@ -1,6 +1,7 @@
 """LightningDataModule conventions shared by every video source.
 
-Batches are ``{"video": (B, C, T, H, W) in [-1, 1], "label": (B,)}``. Each DataModule exposes
+Batches are ``{"video": (B, C, T, H, W) in [-1, 1], "label": (B,)}``, with ``"caption"`` (B strings)
+when the source has captions. Each DataModule exposes
 ``clip_shape`` (C, T, H, W), ``num_classes`` and ``train_size`` (unique training clips: the data
 budget), which the DiffusionModule reads when it builds its model, and for sample-quality metrics
 ``real_videos(split)`` (the real clips generated videos are compared with) and ``identity(split)``
@@ -10,6 +11,7 @@ budget), which the DiffusionModule reads when it builds its model, and for sampl
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,7 +22,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.stateful_dataloader import _SAMPLER_ITER_YIELDED
 
+from lit_vdit.data.caption_cache import CaptionCache, CaptionedDataset
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
+from lit_vdit.models.text import TextEncoder
 
 # torchdata's StatefulDataLoader calls torch.set_vital, deprecated in torch 2.14, whenever a loader is
 # made (by us or by Lightning when it re-creates one): a notice about torchdata's code, not the run.
@@ -28,17 +32,35 @@ warnings.filterwarnings("ignore", message="'set_vital' is deprecated", module=r"
 
 
 class GenerationDataset(Dataset):
-    """What ``predict`` generates: one item per video with its class label and noise seed."""
+    """What ``predict`` generates: one item per video with its class label and noise seed, and with
+    ``prompts`` one video per prompt (its ``caption``)."""
 
-    def __init__(self, num_videos: int, num_classes: int, seed: int = 0) -> None:
-        self.num_videos, self.num_classes, self.seed = num_videos, num_classes, seed
+    def __init__(
+        self, num_videos: int, num_classes: int, seed: int = 0, prompts: list[str] | None = None
+    ) -> None:
+        self.num_videos = len(prompts) if prompts else num_videos
+        self.num_classes, self.seed, self.prompts = num_classes, seed, prompts
 
     def __len__(self) -> int:
         return self.num_videos
 
-    def __getitem__(self, index: int) -> dict[str, int]:
+    def __getitem__(self, index: int) -> dict[str, int | str]:
         label = index % self.num_classes if self.num_classes else 0
-        return {"label": label, "seed": self.seed * 1_000_003 + index, "index": index}
+        item = {"label": label, "seed": self.seed * 1_000_003 + index, "index": index}
+        return {**item, "caption": self.prompts[index]} if self.prompts else item
+
+
+def read_prompts(prompts: list[str] | str | None) -> list[str] | None:
+    """Prompts given as a list, or as a text file of one prompt per line (blank lines skipped)."""
+    if prompts is None or isinstance(prompts, list | tuple):
+        return list(prompts) if prompts else None
+    file = Path(prompts)
+    if not file.is_file():
+        raise FileNotFoundError(f"prompt file {file} does not exist (give a list of prompts or a text file)")
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"prompt file {file} holds no prompts (one per line)")
+    return lines
 
 
 class _EpochResumingLoader(StatefulDataLoader):
@@ -74,8 +96,13 @@ class VideoDataModule(L.LightningDataModule):
         batch_size: per-process training batch size.
         val_batch_size: validation batch size (defaults to ``batch_size``).
         num_workers: DataLoader worker processes.
-        num_predict: number of videos ``predict`` generates.
+        num_predict: number of videos ``predict`` generates (of a class-conditional model: the classes
+            in turn).
         seed: seed for shuffling (and for procedural data).
+        prompts: what ``predict`` generates from with a text-conditional model, one video per prompt:
+            a list, or a text file of one prompt per line.
+        caption_cache: a folder written by ``lit-vdit cache-captions``: batches then carry each
+            caption's frozen-encoder embedding (``text_tokens``, ``text_mask``), encoded once.
     """
 
     def __init__(
@@ -85,8 +112,12 @@ class VideoDataModule(L.LightningDataModule):
         num_workers: int = 0,
         num_predict: int = 8,
         seed: int = 0,
+        prompts: list[str] | str | None = None,
+        caption_cache: str | None = None,
     ) -> None:
         super().__init__()
+        self.prompts = read_prompts(prompts)
+        self.caption_cache = CaptionCache(caption_cache) if caption_cache else None
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -118,6 +149,11 @@ class VideoDataModule(L.LightningDataModule):
     def check_vae(self, vae: nn.Module) -> None:
         """Refuse a model whose VAE cannot train on these batches (a latent cache made by another)."""
 
+    def check_text_encoder(self, encoder: TextEncoder | None) -> None:
+        """Refuse a model whose text encoder did not make the caption cache these batches carry."""
+        if self.caption_cache is not None:
+            self.caption_cache.check(encoder)
+
     def split_set(self, split: str) -> Dataset:
         """The dataset of ``split`` ("train" or "val"), set up on first use."""
         if self.train_set is None or self.val_set is None:
@@ -129,8 +165,19 @@ class VideoDataModule(L.LightningDataModule):
         order: what FVD / FID compare generated videos with."""
         return self.split_set(split)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it."""
+    def split_captions(self, split: str) -> list[str] | None:
+        """The captions of ``split``'s clips in their order (None when the source has none): what
+        ``cache-captions`` encodes and a latent cache keeps beside its latents."""
+        dataset = self.split_set(split)
+        if len(dataset) >= UNBOUNDED_CLIPS:
+            raise ValueError("an unbounded stream of clips has no caption list: set the data's num_clips")
+        if "caption" not in dataset[0]:
+            return None
+        return [dataset[i]["caption"] for i in range(len(dataset))]
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, captioned: bool = True) -> DataLoader:
+        """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it;
+        with a caption cache (and ``captioned``) its items carry their captions' embeddings."""
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         sampler = None
         if shuffle and len(dataset) >= UNBOUNDED_CLIPS:
@@ -140,6 +187,8 @@ class VideoDataModule(L.LightningDataModule):
             )
         elif shuffle:
             sampler = self._shuffled(dataset)
+        if self.caption_cache is not None and captioned:
+            dataset = CaptionedDataset(dataset, self.caption_cache)
         return _EpochResumingLoader(
             dataset,
             batch_size=batch_size,
@@ -166,9 +215,8 @@ class VideoDataModule(L.LightningDataModule):
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(
-            GenerationDataset(self.num_predict, self.num_classes, self.seed), self.val_batch_size, False
-        )
+        generation = GenerationDataset(self.num_predict, self.num_classes, self.seed, self.prompts)
+        return self._loader(generation, self.val_batch_size, False, captioned=False)
 
 
 class SyntheticDataModule(VideoDataModule):
@@ -194,8 +242,10 @@ class SyntheticDataModule(VideoDataModule):
         num_workers: int = 0,
         num_predict: int = 8,
         seed: int = 0,
+        prompts: list[str] | str | None = None,
+        caption_cache: str | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache)
         self.num_clips, self.val_clips = num_clips, val_clips
         self.frames, self.height, self.width = frames, height, width
         self._num_classes = num_classes

@@ -5,7 +5,8 @@
 
 ``--vae`` is a VAEModule checkpoint (:func:`lit_vdit.models.vae.load_frozen_vae`) or ``identity``
 (pixel space). The output folder holds ``{split}_latents.npy`` (N, c, t, h, w), ``{split}_labels.npy``
-(N,) for the train and val splits, and ``meta.json``: the setup (VAE checkpoint sha256 and weights
+(N,) for the train and val splits, ``{split}_captions.json`` (the N captions, when the data has them),
+and ``meta.json``: the setup (VAE checkpoint sha256 and weights
 fingerprint, latent scale, clip shape, frame interval, data config) and how many clips of each
 split are written. It is rewritten atomically after every flushed chunk, so running an interrupted
 command again resumes it. Clips are taken at fixed starts (``random_start`` is turned off) and the
@@ -93,6 +94,7 @@ def build_cache(
         "frame_interval": int(datamodule.frame_interval),
         "latent_shape": list(latent_shape),
         "num_classes": datamodule.num_classes,
+        "captions": "caption" in datamodule.train_set[0],
         "dtype": dtype,
         "clips": {split: len(dataset) for split, dataset in datasets.items()},
         "data": data_config,
@@ -115,6 +117,9 @@ def build_cache(
     ) as progress:
         for split, dataset in datasets.items():
             start, total = meta["written"][split], len(dataset)
+            captions = datamodule.split_captions(split)
+            if captions is not None and not start:  # known up front, in the clips' order
+                atomic_write_json(out / f"{split}_captions.json", captions)
             mode = "r+" if start else "w+"
             latents = np.lib.format.open_memmap(
                 out / f"{split}_latents.npy", mode, np.dtype(dtype), (total, *latent_shape)
@@ -172,12 +177,20 @@ def main(argv: list[str]) -> int:
 
 
 # -- training ----------------------------------------------------------------------------------------
+def read_captions(cache_dir: str | Path, split: str) -> list[str] | None:
+    """The captions a latent cache keeps for ``split`` (None when its data had none)."""
+    file = Path(cache_dir) / f"{split}_captions.json"
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
 class LatentDataset(Dataset):
-    """``{"latent": (c, t, h, w) float32, "label": int}`` from the first ``count`` cached clips of a split."""
+    """``{"latent": (c, t, h, w) float32, "label": int}`` (and ``"caption"`` when the cache keeps
+    them) from the first ``count`` cached clips of a split."""
 
     def __init__(self, cache_dir: str | Path, split: str, count: int) -> None:
         self.files = (Path(cache_dir) / f"{split}_latents.npy", Path(cache_dir) / f"{split}_labels.npy")
         self.count = count
+        self.captions = read_captions(cache_dir, split)
         self.arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -192,7 +205,8 @@ class LatentDataset(Dataset):
         if self.arrays is None:
             self.arrays = tuple(np.load(file, mmap_mode="r") for file in self.files)
         latents, labels = self.arrays
-        return {"latent": torch.from_numpy(latents[index].astype(np.float32)), "label": int(labels[index])}
+        item = {"latent": torch.from_numpy(latents[index].astype(np.float32)), "label": int(labels[index])}
+        return item if self.captions is None else {**item, "caption": self.captions[index]}
 
 
 class LatentDataModule(VideoDataModule):
@@ -230,8 +244,10 @@ class LatentDataModule(VideoDataModule):
         num_predict: int = 8,
         seed: int = 0,
         source_root: str | None = None,
+        prompts: list[str] | str | None = None,
+        caption_cache: str | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache)
         self.cache_dir = cache_dir
         self.source_root = source_root
         self._source: VideoDataModule | None = None
@@ -319,6 +335,10 @@ class LatentDataModule(VideoDataModule):
         return min(
             self.num_clips or self.meta["setup"]["clips"]["train"], self.meta["setup"]["clips"]["train"]
         )
+
+    def split_captions(self, split: str) -> list[str] | None:
+        captions = read_captions(self.cache_dir, split)
+        return captions[: len(self.split_set(split))] if captions is not None else None
 
     def check_vae(self, vae: nn.Module) -> None:
         """Refuse to train a model whose VAE is not the one that encoded the cache."""

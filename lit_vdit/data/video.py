@@ -2,12 +2,14 @@
 
 A :class:`ClipDataset` turns the videos of an index (:mod:`lit_vdit.data.layouts`) into clips of
 ``frames`` frames every ``frame_interval`` frames, resized (short side) and centre-cropped to
-``height`` x ``width``, as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``.
+``height`` x ``width``, as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``, plus ``"caption"``
+when the DataModule has captions (:mod:`lit_vdit.data.captions`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lit_vdit.data.captions import CaptionError, assign_captions, read_manifest, readable_class
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.layouts import (
     IMAGE_EXTENSIONS,
@@ -82,6 +85,7 @@ class Clip:
     label: int
     segment: int
     segments: int
+    caption: str | None = None
 
 
 def make_clips(
@@ -91,6 +95,7 @@ def make_clips(
     frame_interval: int,
     clips_per_video: int,
     strict: bool = False,
+    captions: dict[str, str] | None = None,
 ) -> list[Clip]:
     """Up to ``clips_per_video`` clips per video, in a fixed pseudo-random order (a hash of video and
     segment), so that the first n clips are a subset of the first n + 1: nested data budgets.
@@ -106,7 +111,11 @@ def make_clips(
             short += 1
             continue
         segments = min(clips_per_video, starts)
-        clips += [Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments) for s in range(segments)]
+        caption = captions[rel] if captions is not None else None
+        clips += [
+            Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments, caption)
+            for s in range(segments)
+        ]
     if short:
         log.warning(
             "%d of %d videos are shorter than a clip (%d frames) and skipped", short, len(videos), span
@@ -147,7 +156,8 @@ class ClipDataset(Dataset):
             clip.frames, self.frames, self.frame_interval, clip.segment, clip.segments, self.random_start
         )
         frames = self.layout.read(self.root / clip.video, indices, clip.fps)
-        return {"video": resize_crop(frames, self.height, self.width), "label": clip.label}
+        item = {"video": resize_crop(frames, self.height, self.width), "label": clip.label}
+        return item if clip.caption is None else {**item, "caption": clip.caption}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not 0 <= index < len(self):
@@ -200,7 +210,12 @@ class VideoFolderDataModule(VideoDataModule):
         split_dir, split: folder of UCF-101 split files (classInd.txt, trainlist0N.txt, testlist0N.txt).
         class_folders: label = top-level folder under ``root``; False: unconditional (0 classes).
         random_start: training clips start anywhere in their segment (validation never does).
-        strict: raise on any unreadable or too short video instead of skipping it.
+        strict: raise on any unreadable or too short video, or uncaptioned one, instead of skipping it.
+        captions: caption manifest, a CSV with ``path,text`` columns (Open-Sora's layout) or JSON
+            lines of ``{"path", "text"}``, paths relative to ``root`` (``val_root``'s too); videos
+            without a caption are skipped (an error when ``strict``).
+        caption_template: captions from the class names instead, e.g. ``"a video of a person doing
+            {label}"`` (``{label}``: the class folder name in words, "ApplyEyeMakeup" -> "apply eye makeup").
         extensions: file suffixes (or, for frame folders, image suffixes) to take.
         index_dir: where the scan index is kept (default ``~/.cache/lit_vdit/index``).
     """
@@ -225,13 +240,17 @@ class VideoFolderDataModule(VideoDataModule):
         strict: bool = False,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
         index_dir: str | None = None,
+        captions: str | None = None,
+        caption_template: str | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
         num_predict: int = 8,
         seed: int = 0,
+        prompts: list[str] | str | None = None,
+        caption_cache: str | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed)
+        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache)
         if num_clips is not None and num_clips < 1:
             raise ValueError(f"num_clips must be a positive number of unique clips or None, got {num_clips}")
         self.root, self.val_root, self.split_dir, self.split = root, val_root, split_dir, split
@@ -240,6 +259,13 @@ class VideoFolderDataModule(VideoDataModule):
         self.class_folders, self.random_start, self.strict = class_folders, random_start, strict
         self.layout: Layout = self.layout_class(tuple(extensions))
         self.index_dir = index_dir
+        if captions and caption_template:
+            raise ValueError("give captions (a manifest) or caption_template, not both")
+        if caption_template and "{label}" not in caption_template:
+            raise ValueError(
+                f"caption_template must contain {{label}} (the class name), got {caption_template!r}"
+            )
+        self.captions, self.caption_template = captions, caption_template
         self._clips: tuple[list[Clip], list[Clip], list[str]] | None = None
 
     @property
@@ -287,8 +313,12 @@ class VideoFolderDataModule(VideoDataModule):
             labels = {rel: classes.index(self._class_of(rel)) for rel in [*train, *val]}
         else:
             classes, labels = [], dict.fromkeys([*train, *val], 0)
+        captions = self._captions(train, val, classes, labels)
+        if captions is not None:
+            train = {rel: v for rel, v in train.items() if rel in captions}
+            val = {rel: v for rel, v in val.items() if rel in captions}
         clips = lambda vids: make_clips(
-            vids, labels, self.frames, self.frame_interval, self.clips_per_video, self.strict
+            vids, labels, self.frames, self.frame_interval, self.clips_per_video, self.strict, captions
         )
         train_clips, val_clips = clips(train), clips(val)
         if not train_clips or not val_clips:
@@ -298,11 +328,51 @@ class VideoFolderDataModule(VideoDataModule):
             )
         return train_clips[: self.num_clips], val_clips[: self.val_clips], classes
 
+    def _captions(
+        self, train: dict[str, Any], val: dict[str, Any], classes: list[str], labels: dict[str, int]
+    ) -> dict[str, str] | None:
+        """Caption of every captioned video (train and val keys as in the index), or None without
+        captions. With a separate ``val_root`` both splits are read from one manifest (paths under
+        ``root`` and ``val_root`` both relative to ``root``)."""
+        if self.caption_template:
+            if not classes:
+                raise CaptionError(
+                    "caption_template names the class ({label}) but the data has no classes: use class "
+                    "folders (class_folders: true) or UCF-101 split files, or a caption manifest"
+                )
+            return {
+                rel: self.caption_template.format(label=readable_class(classes[labels[rel]]))
+                for rel in [*train, *val]
+            }
+        if not self.captions:
+            return None
+        manifest = read_manifest(self.captions, self.root)
+        keys = {rel: rel for rel in train}
+        if self.val_root:  # val videos are named relative to root in the manifest
+            keys.update(
+                {
+                    rel: os.path.relpath(Path(self.val_root, rel).resolve(), Path(self.root).resolve())
+                    for rel in val
+                }
+            )
+        else:
+            keys.update({rel: rel for rel in val})
+        found = assign_captions(sorted(set(keys.values())), manifest, self.captions, self.strict)
+        return {rel: found[key] for rel, key in keys.items() if key in found}
+
+    def split_captions(self, split: str) -> list[str] | None:
+        train, val, _ = self.clips()
+        if not (self.captions or self.caption_template):
+            return None
+        return [c.caption for c in (val if split == "val" else train)]
+
     def identity(self, split: str) -> dict[str, Any]:
         train, val, _ = self.clips()
         root = self.val_root if split == "val" and self.val_root else self.root
         chosen = val if split == "val" else train
         clips = [[c.video, c.frames, c.segment, c.segments, c.label] for c in chosen]
+        if self.captions or self.caption_template:  # the text is part of what a clip is
+            clips = [[*entry, c.caption] for entry, c in zip(clips, chosen, strict=True)]
         return {
             "source": type(self).__name__,
             "split": split,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lit_vdit.diffusion.objectives import GaussianDiffusion, ModelFn, Objective, RectifiedFlow
+from lit_vdit.models.text import TextEmbedding
 
 
 def denoiser_fn(
@@ -19,21 +20,32 @@ def denoiser_fn(
     y: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     null_class: int | None = None,
+    text: TextEmbedding | None = None,
+    null_caption: bool = False,
 ) -> ModelFn:
-    """Bind labels to a denoiser; with ``guidance_scale != 1`` apply classifier-free guidance.
+    """Bind labels and / or captions to a denoiser; with ``guidance_scale != 1`` apply classifier-free
+    guidance, the unconditional half with the null class and / or the null caption (``text.dropped()``).
 
     Guidance extrapolates the prediction channels from the unconditional towards the conditional
     output; learned-variance channels (if any) are taken from the conditional half, as in DiT.
     """
-    if guidance_scale == 1.0 or y is None:
-        return lambda x, t: denoiser(x, t, y)
-    if null_class is None:
+    call = (lambda x, t, yy, tt: denoiser(x, t, yy)) if text is None else denoiser
+    if guidance_scale == 1.0 or (y is None and text is None):
+        return lambda x, t: call(x, t, y, text)
+    if y is not None and null_class is None:
         raise ValueError(
             "classifier-free guidance needs a model trained with label dropout (class_dropout_prob > 0)"
         )
+    if text is not None and not null_caption:
+        raise ValueError(
+            "classifier-free guidance on text needs a model trained with caption dropout "
+            "(caption_dropout_prob > 0)"
+        )
+    y_pair = torch.cat([y, torch.full_like(y, null_class)]) if y is not None else None
+    text_pair = TextEmbedding.cat([text, text.dropped()]) if text is not None else None
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_class)]))
+        out = call(torch.cat([x, x]), torch.cat([t, t]), y_pair, text_pair)
         cond, uncond = out.chunk(2)
         channels = x.shape[1]
         pred = uncond[:, :channels] + guidance_scale * (cond[:, :channels] - uncond[:, :channels])

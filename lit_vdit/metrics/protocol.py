@@ -46,6 +46,9 @@ class Protocol:
     share a protocol id or cached real features.
     ``frames`` and ``stride``: clip length fed to the metric and the frame stride the clips were sampled
     with; ``resolution``: clip height x width before the network's own resize ("64x64").
+    ``prompts``: a hash of the prompts a text-conditional model's samples were generated from ("" for
+    class labels in turn; then left out of :meth:`to_dict`, so class-conditional protocols keep the ids
+    they had before text conditioning existed).
     ``metric``, ``network``, ``weights_sha256`` and ``resize`` are filled in per metric by
     :func:`lit_vdit.metrics.compute_video_metrics`.
     """
@@ -61,6 +64,7 @@ class Protocol:
     sampler: str = ""
     steps: int = 0
     guidance: float = 1.0
+    prompts: str = ""
     kid_subset_size: int = 1000
     kid_subsets: int = 100
     is_splits: int = 10
@@ -91,7 +95,10 @@ class Protocol:
         return int(h), int(w)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        if not fields["prompts"]:
+            del fields["prompts"]
+        return fields
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Protocol:
@@ -130,7 +137,8 @@ def check_same_protocol(protocols: Iterable[Protocol | Mapping[str, Any]]) -> Pr
         raise ValueError("no protocols given")
     first = ps[0].to_dict()
     for p in ps[1:]:
-        diff = {k: (v, first[k]) for k, v in p.to_dict().items() if v != first[k]}
+        other = p.to_dict()
+        diff = {k: (other.get(k), first.get(k)) for k in {**first, **other} if other.get(k) != first.get(k)}
         if diff:
             fields = ", ".join(f"{k}: {b!r} vs {a!r}" for k, (a, b) in diff.items())
             raise ProtocolMismatchError(

@@ -8,10 +8,15 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from lit_vdit.models.text import TextEmbedding
+
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """``forward(x, t, y) -> prediction`` on (B, C, T, H, W) latents, with what the framework reads.
+    """``forward(x, t, y, text) -> prediction`` on (B, C, T, H, W) latents, with what the framework reads.
+
+    A text-conditional denoiser is built with ``text_dim`` (the text encoder's width) among its
+    arguments and takes the captions as a :class:`~lit_vdit.models.text.TextEmbedding`.
 
     Attributes:
         learn_sigma: the output also holds the variance interpolation (twice the input channels).
@@ -25,7 +30,21 @@ class Denoiser(Protocol):
     def null_class(self) -> int | None:
         """The label meaning "no class" (classifier-free guidance); None without label dropout."""
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
+    @property
+    def null_caption(self) -> bool:
+        """Trained with caption dropout: ``TextEmbedding.drop`` selects its null caption (guidance)."""
+
+    @property
+    def conditioning(self) -> str:
+        """What it is conditioned on, recorded with every run: "class", "none" or "text-<mechanism>"."""
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        text: TextEmbedding | None = None,
+    ) -> torch.Tensor: ...
 
     def fsdp_units(self) -> list[nn.Module]:
         """Submodules sharded and activation-checkpointed one at a time (DiT blocks, U-Net stages)."""
@@ -34,7 +53,15 @@ class Denoiser(Protocol):
         """Parameters of lookup tables (position and class embeddings), excluded from non-embedding N."""
 
 
-DENOISER_MEMBERS = ("learn_sigma", "num_tokens", "null_class", "fsdp_units", "embedding_parameters")
+DENOISER_MEMBERS = (
+    "learn_sigma",
+    "num_tokens",
+    "null_class",
+    "null_caption",
+    "conditioning",
+    "fsdp_units",
+    "embedding_parameters",
+)
 
 
 def check_denoiser(model: nn.Module) -> None:

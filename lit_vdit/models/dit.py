@@ -4,7 +4,10 @@ Follows facebookresearch/DiT (Peebles & Xie 2023) and extends it to video:
 - patches of size (pt, ph, pw) over a (C, T, H, W) latent clip;
 - fixed 3D sin-cos position embedding, or 3D RoPE inside attention;
 - attention layout ``full`` (joint space-time attention, as CogVideoX / Sora) or ``interleaved``
-  (alternating spatial and temporal blocks, as Latte).
+  (alternating spatial and temporal blocks, as Latte);
+- text conditioning on caption tokens: ``cross`` attention in every block (PixArt-alpha, Open-Sora
+  STDiT), ``joint`` text-video self-attention with per-modality adaLN (CogVideoX's expert adaLN,
+  MM-DiT), or ``pooled`` caption added to the timestep embedding.
 With T=1 and patch (1, 2, 2) the model and its parameter count are exactly DiT's.
 """
 
@@ -18,6 +21,7 @@ from torch import nn
 
 from lit_vdit.models.layers import (
     Attention,
+    CrossAttention,
     LabelEmbedder,
     Mlp,
     RotaryEmbedding3D,
@@ -25,6 +29,9 @@ from lit_vdit.models.layers import (
     modulate,
     sincos_3d,
 )
+from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, masked_mean
+
+TextConditioning = Literal["cross", "joint", "pooled"]
 
 # (hidden size, depth, heads). DiT's family; patch size is given as "S/2", "XL/8", ...
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -72,7 +79,13 @@ class PatchEmbed3D(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """adaLN-Zero transformer block attending over all tokens, within frames or across time."""
+    """adaLN-Zero transformer block attending over all tokens, within frames or across time.
+
+    ``text="cross"`` adds cross-attention from the video tokens to the caption tokens after the
+    self-attention; ``text="joint"`` attends over video and caption tokens together, the caption
+    tokens with their own adaLN modulation (shared attention and MLP weights, as CogVideoX), and
+    returns the updated caption tokens for the next block.
+    """
 
     def __init__(
         self,
@@ -81,14 +94,19 @@ class DiTBlock(nn.Module):
         mlp_ratio: float,
         qk_norm: bool,
         layout: Literal["full", "spatial", "temporal"],
+        text: Literal["cross", "joint"] | None = None,
     ) -> None:
         super().__init__()
-        self.layout = layout
+        self.layout, self.text = layout, text
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+        if text == "cross":
+            self.cross_attn = CrossAttention(hidden_size, hidden_size, num_heads, qk_norm=qk_norm)
+        elif text == "joint":
+            self.text_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def attend(
         self, x: torch.Tensor, grid: tuple[int, int, int], rope: RotaryEmbedding3D | None
@@ -103,13 +121,48 @@ class DiTBlock(nn.Module):
         return rearrange(out, "(b s) t d -> b (t s) d", s=h * w)
 
     def forward(
-        self, x: torch.Tensor, c: torch.Tensor, grid: tuple[int, int, int], rope: RotaryEmbedding3D | None
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        grid: tuple[int, int, int],
+        rope: RotaryEmbedding3D | None,
+        text: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, D) video tokens, (B, D) conditioning, caption tokens (B, L, D) and mask (B, L) ->
+        the updated video tokens and caption tokens."""
+        if self.text == "joint":
+            return self.joint(x, c, rope, text, text_mask)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
             6, dim=1
         )
         x = x + gate_msa.unsqueeze(1) * self.attend(modulate(self.norm1(x), shift_msa, scale_msa), grid, rope)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        if self.text == "cross":
+            x = x + self.cross_attn(x, text, text_mask)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), text
+
+    def joint(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        rope: RotaryEmbedding3D | None,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One attention over [video tokens, caption tokens]; padding masked as keys, RoPE on video only."""
+        n = x.shape[1]
+        video_mod = self.adaLN_modulation(c).chunk(6, dim=1)
+        text_mod = self.text_adaLN_modulation(c).chunk(6, dim=1)
+        joint = torch.cat(
+            [modulate(self.norm1(x), *video_mod[:2]), modulate(self.norm1(text), *text_mod[:2])], dim=1
+        )  # (B, N + L, D)
+        keys = torch.cat([torch.ones_like(text_mask[:, :1]).expand(-1, n), text_mask], dim=1)
+        out = self.attn(joint, rope, mask=keys, rope_len=n)
+        x = x + video_mod[2].unsqueeze(1) * out[:, :n]
+        text = text + text_mod[2].unsqueeze(1) * out[:, n:]
+        x = x + video_mod[5].unsqueeze(1) * self.mlp(modulate(self.norm2(x), *video_mod[3:5]))
+        text = text + text_mod[5].unsqueeze(1) * self.mlp(modulate(self.norm2(text), *text_mod[3:5]))
+        return x, text
 
 
 class FinalLayer(nn.Module):
@@ -127,7 +180,7 @@ class FinalLayer(nn.Module):
 
 
 class VideoDiT(nn.Module):
-    """Video DiT denoiser: ``forward(x, t, y) -> prediction`` on (B, C, T, H, W) latents.
+    """Video DiT denoiser: ``forward(x, t, y, text) -> prediction`` on (B, C, T, H, W) latents.
 
     Args:
         input_shape: latent clip shape (C, T, H, W).
@@ -138,6 +191,12 @@ class VideoDiT(nn.Module):
         class_dropout_prob: label dropout for classifier-free guidance (adds a "null" class row).
         attention: "full" joint space-time attention or "interleaved" spatial/temporal blocks.
         position: "sincos" fixed 3D embedding added to tokens, or "rope" 3D rotary in attention.
+        text_dim: width of the caption token embeddings (the text encoder's ``dim``, given by the
+            DiffusionModule); None builds a model without text conditioning.
+        text_conditioning: how captions condition the model: "cross" attention in every block,
+            "joint" text-video attention, or "pooled" (masked mean of the caption tokens added to the
+            timestep embedding).
+        caption_dropout_prob: caption dropout for classifier-free guidance (adds a learned null caption).
     """
 
     def __init__(
@@ -155,6 +214,9 @@ class VideoDiT(nn.Module):
         attention: Literal["full", "interleaved"] = "full",
         position: Literal["sincos", "rope"] = "sincos",
         qk_norm: bool = False,
+        text_dim: int | None = None,
+        text_conditioning: TextConditioning = "cross",
+        caption_dropout_prob: float = 0.1,
     ) -> None:
         super().__init__()
         (preset_hidden, preset_depth, preset_heads), preset_patch = parse_preset(preset)
@@ -179,6 +241,15 @@ class VideoDiT(nn.Module):
             raise ValueError(f"attention must be 'full' or 'interleaved', got {attention!r}")
         if position not in ("sincos", "rope"):
             raise ValueError(f"position must be 'sincos' or 'rope', got {position!r}")
+        if text_conditioning not in ("cross", "joint", "pooled"):
+            raise ValueError(
+                f"text_conditioning must be 'cross', 'joint' or 'pooled', got {text_conditioning!r}"
+            )
+        if text_dim and text_conditioning == "joint" and attention != "full":
+            raise ValueError(
+                "joint text-video attention attends over all video tokens at once: use attention='full', or "
+                "text_conditioning='cross' with interleaved attention"
+            )
 
         self.input_shape = (channels, frames, height, width)
         self.in_channels = channels
@@ -193,6 +264,10 @@ class VideoDiT(nn.Module):
         self.x_embedder = PatchEmbed3D(patch_size, channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes else None
+        self.text_conditioning = text_conditioning if text_dim else None
+        self.caption_embedder = (
+            CaptionEmbedder(text_dim, hidden_size, caption_dropout_prob) if text_dim else None
+        )
         # Fixed (not trained) sin-cos table, kept as a frozen parameter as in DiT so that parameter
         # counts match the paper; RoPE instead rotates queries and keys inside attention.
         if position == "sincos":
@@ -206,8 +281,9 @@ class VideoDiT(nn.Module):
             if attention == "full"
             else ["spatial", "temporal"] * (depth // 2) + ["spatial"] * (depth % 2)
         )
+        block_text = self.text_conditioning if self.text_conditioning in ("cross", "joint") else None
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, layout) for layout in layouts
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, layout, block_text) for layout in layouts
         )
         self.final_layer = FinalLayer(
             hidden_size, patch_size[0] * patch_size[1] * patch_size[2], self.out_channels
@@ -218,6 +294,18 @@ class VideoDiT(nn.Module):
     def null_class(self) -> int | None:
         """Label that means "no class" for classifier-free guidance (None when not trained with one)."""
         return self.y_embedder.null_class if self.y_embedder is not None else None
+
+    @property
+    def null_caption(self) -> bool:
+        """Trained with caption dropout: ``TextEmbedding.drop`` selects its null caption (guidance)."""
+        return self.caption_embedder is not None and self.caption_embedder.null_token is not None
+
+    @property
+    def conditioning(self) -> str:
+        """ "text-cross", "text-joint", "text-pooled", "class" or "none"."""
+        if self.text_conditioning:
+            return f"text-{self.text_conditioning}"
+        return "class" if self.num_classes else "none"
 
     def initialize_weights(self) -> None:
         def _basic_init(module: nn.Module) -> None:
@@ -236,10 +324,20 @@ class VideoDiT(nn.Module):
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        # adaLN-Zero: every residual branch and the output start at zero.
+        if self.caption_embedder is not None:  # PixArt-alpha's caption MLP init
+            for layer in self.caption_embedder.proj[::2]:
+                nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: every residual branch and the output start at zero (cross-attention too, as
+        # PixArt-alpha).
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            if block.text == "cross":
+                nn.init.zeros_(block.cross_attn.proj.weight)
+                nn.init.zeros_(block.cross_attn.proj.bias)
+            elif block.text == "joint":
+                nn.init.zeros_(block.text_adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.text_adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
@@ -250,11 +348,13 @@ class VideoDiT(nn.Module):
         return list(self.blocks)
 
     def embedding_parameters(self) -> int:
-        """Parameters of lookup tables (position and class embeddings), excluded from non-embedding N."""
+        """Parameters of lookup tables (position and class embeddings, the null caption), excluded
+        from non-embedding N."""
         tables = [self.pos_embed] if self.pos_embed is not None else []
         if self.y_embedder is not None:
             tables.append(self.y_embedder.embedding_table.weight)
-        return sum(p.numel() for p in tables)
+        null = self.caption_embedder.embedding_parameters() if self.caption_embedder is not None else 0
+        return sum(p.numel() for p in tables) + null
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         pt, ph, pw = self.patch_size
@@ -263,8 +363,15 @@ class VideoDiT(nn.Module):
             x, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        text: TextEmbedding | None = None,
+    ) -> torch.Tensor:
+        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None,
+        text: the captions' (B, L, text_dim) tokens and mask, or None."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"VideoDiT built for input (C, T, H, W)={self.input_shape}, got {tuple(x.shape[1:])}"
@@ -277,6 +384,14 @@ class VideoDiT(nn.Module):
             if y is None:
                 raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
             c = c + self.y_embedder(y, self.training)
+        context = context_mask = None
+        if self.caption_embedder is not None:
+            if text is None:
+                raise ValueError("this VideoDiT is text-conditional (text_dim set): pass the captions' text")
+            context, context_mask = self.caption_embedder(text)  # (B, L, D), (B, L)
+            if self.text_conditioning == "pooled":
+                c = c + masked_mean(context, context_mask)
+                context = None
         for block in self.blocks:
-            tokens = block(tokens, c, self.grid, self.rope)
+            tokens, context = block(tokens, c, self.grid, self.rope, context, context_mask)
         return self.unpatchify(self.final_layer(tokens, c))

@@ -135,8 +135,17 @@ class RotaryEmbedding3D(nn.Module):
         return rotated.flatten(-2).type_as(x)
 
 
+def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, L) bool key mask (True = attend) -> SDPA's (B, 1, 1, L) boolean ``attn_mask``."""
+    return None if mask is None else mask[:, None, None, :]
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` with optional QK-norm."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` with optional QK-norm.
+
+    ``mask`` (B, L) marks the tokens that may be attended to (False at caption padding); with
+    ``rope``, only the first ``rope_len`` tokens (the video's, in joint text-video attention) rotate.
+    """
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = False) -> None:
         super().__init__()
@@ -152,14 +161,47 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self, x: torch.Tensor, rope: RotaryEmbedding3D | None = None, rope_tokens: slice = slice(None)
+        self,
+        x: torch.Tensor,
+        rope: RotaryEmbedding3D | None = None,
+        rope_tokens: slice = slice(None),
+        mask: torch.Tensor | None = None,
+        rope_len: int | None = None,
     ) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
+        if rope is not None and rope_len is None:
             q, k = rope(q, rope_tokens), rope(k, rope_tokens)
-        x = F.scaled_dot_product_attention(q, k, v)
+        elif rope is not None:
+            q = torch.cat([rope(q[:, :, :rope_len], rope_tokens), q[:, :, rope_len:]], dim=2)
+            k = torch.cat([rope(k[:, :, :rope_len], rope_tokens), k[:, :, rope_len:]], dim=2)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask))
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of (B, N, dim) tokens to a (B, L, context_dim) context (caption tokens),
+    keys masked at padding (PixArt-alpha / Open-Sora's cross-attention)."""
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(
+                f"hidden size {dim} is not divisible by num_heads {num_heads}; pick heads that divide it"
+            )
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q = self.q_norm(self.q(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2))
+        k, v = self.kv(context).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, self.k_norm(k), v, attn_mask=key_mask(mask))
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 

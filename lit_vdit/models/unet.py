@@ -6,10 +6,12 @@ ModelScope / diffusers ``UNet3DConditionModel``:
   upsampling with skip connections); time is mixed by a 3-tap temporal convolution after each
   spatial one (a pseudo-3D convolution) and by temporal attention at every pixel;
 - spatial self-attention within frames and temporal attention across frames at the lower resolutions;
-- the timestep (+ class) embedding scales and shifts the features of every ResNet block;
+- the timestep (+ class) embedding scales and shifts the features of every ResNet block; with
+  captions, every spatial attention is followed by cross-attention to the caption tokens (as Stable
+  Diffusion / ModelScope), repeated for each frame;
 - every residual branch and the output convolution start at zero (ADM), temporal convolutions at the
   identity (Make-A-Video), so the untrained model outputs zeros like the adaLN-Zero DiT.
-It has the DiT's interface (``forward(x, t, y)``, ``learn_sigma``, ``null_class``, ``num_tokens``,
+It has the DiT's interface (``forward(x, t, y, text)``, ``learn_sigma``, ``null_class``, ``num_tokens``,
 ``embedding_parameters()``), so objectives, samplers, DataModules and grids use either. With T=1 it
 is an image U-Net.
 """
@@ -23,7 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lit_vdit.models.layers import Attention, LabelEmbedder, TimestepEmbedder, sincos_1d
+from lit_vdit.models.layers import Attention, CrossAttention, LabelEmbedder, TimestepEmbedder, sincos_1d
+from lit_vdit.models.text import CaptionEmbedder, TextEmbedding
 
 # (base channels, channel multiplier per level, ResNet blocks per level): a CPU ladder matched rung by
 # rung to the DiT's T0..T9 in non-embedding parameters, within 10% for 3x4x16x16 clips with DiT patch
@@ -86,10 +89,16 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Pre-norm residual self-attention over the pixels of each frame or over the frames at each pixel."""
+    """Pre-norm residual self-attention over the pixels of each frame or over the frames at each pixel;
+    a spatial block of a text-conditional U-Net then cross-attends to the caption tokens."""
 
     def __init__(
-        self, channels: int, num_heads: int, frames: int, layout: Literal["spatial", "temporal"]
+        self,
+        channels: int,
+        num_heads: int,
+        frames: int,
+        layout: Literal["spatial", "temporal"],
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.layout = layout
@@ -97,12 +106,28 @@ class AttentionBlock(nn.Module):
         self.attn = Attention(channels, num_heads)
         if layout == "temporal":  # fixed sin-cos frame positions (spatial attention needs none: convs)
             self.register_buffer("pos", sincos_1d(channels, torch.arange(frames)).float(), persistent=False)
+        self.cross_attn = None
+        if context_dim and layout == "spatial":
+            self.cross_norm = group_norm(channels)
+            self.cross_attn = CrossAttention(channels, context_dim, num_heads)
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        frames: int,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (B*T, C, H, W); context: (B*T, L, context_dim) caption tokens (each frame's copy)."""
         h, w = x.shape[-2:]
         if self.layout == "spatial":
             out = self.attn(rearrange(self.norm(x), "bt c h w -> bt (h w) c"))
-            return x + rearrange(out, "bt (h w) c -> bt c h w", h=h)
+            x = x + rearrange(out, "bt (h w) c -> bt c h w", h=h)
+            if self.cross_attn is not None:
+                queries = rearrange(self.cross_norm(x), "bt c h w -> bt (h w) c")
+                out = self.cross_attn(queries, context, context_mask)
+                x = x + rearrange(out, "bt (h w) c -> bt c h w", h=h)
+            return x
         out = self.attn(rearrange(self.norm(x), "(b t) c h w -> (b h w) t c", t=frames) + self.pos)
         return x + rearrange(out, "(b h w) t c -> (b t) c h w", h=h, w=w)
 
@@ -120,6 +145,7 @@ class UNetStage(nn.Module):
         frames: int,
         num_heads: int | None,
         resample: Literal["down", "up"] | None = None,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.down = (
@@ -129,26 +155,34 @@ class UNetStage(nn.Module):
             ResBlock(in_channels if i == 0 else out_channels, out_channels, emb_dim) for i in range(depth)
         )
         self.attn_blocks = nn.ModuleList(
-            AttentionBlock(out_channels, num_heads, frames, layout)
+            AttentionBlock(out_channels, num_heads, frames, layout, context_dim)
             for _ in range(depth if num_heads else 0)
             for layout in ("spatial", "temporal")
         )
         self.up = nn.Conv2d(out_channels, out_channels, 3, padding=1) if resample == "up" else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        frames: int,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.down is not None:
             x = self.down(x)
         for i, block in enumerate(self.res_blocks):
             x = block(x, emb, frames)
             if self.attn_blocks:
-                x = self.attn_blocks[2 * i + 1](self.attn_blocks[2 * i](x, frames), frames)
+                x = self.attn_blocks[2 * i](x, frames, context, context_mask)
+                x = self.attn_blocks[2 * i + 1](x, frames)
         if self.up is not None:
             x = self.up(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return x
 
 
 class VideoUNet(nn.Module):
-    """Video U-Net denoiser: ``forward(x, t, y) -> prediction`` on (B, C, T, H, W) latents.
+    """Video U-Net denoiser: ``forward(x, t, y, text) -> prediction`` on (B, C, T, H, W) latents.
 
     Args:
         input_shape: latent clip shape (C, T, H, W); H and W must be divisible by 2^(levels - 1).
@@ -160,6 +194,10 @@ class VideoUNet(nn.Module):
         head_dim: attention head width (a narrower layer uses one head).
         learn_sigma: also predict the variance interpolation (improved DDPM), doubling output channels.
         class_dropout_prob: label dropout for classifier-free guidance (adds a "null" class row).
+        text_dim: width of the caption token embeddings (given by the DiffusionModule); None builds a
+            model without text conditioning. Captions are projected to the embedding width and
+            cross-attended to after every spatial attention.
+        caption_dropout_prob: caption dropout for classifier-free guidance (adds a learned null caption).
     """
 
     def __init__(
@@ -174,6 +212,8 @@ class VideoUNet(nn.Module):
         head_dim: int = 32,
         learn_sigma: bool = False,
         class_dropout_prob: float = 0.1,
+        text_dim: int | None = None,
+        caption_dropout_prob: float = 0.1,
     ) -> None:
         super().__init__()
         if preset not in UNET_SIZES:
@@ -205,6 +245,8 @@ class VideoUNet(nn.Module):
 
         self.t_embedder = TimestepEmbedder(emb_dim)
         self.y_embedder = LabelEmbedder(num_classes, emb_dim, class_dropout_prob) if num_classes else None
+        self.caption_embedder = CaptionEmbedder(text_dim, emb_dim, caption_dropout_prob) if text_dim else None
+        context_dim = emb_dim if text_dim else None
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList(
             UNetStage(
@@ -215,11 +257,14 @@ class VideoUNet(nn.Module):
                 frames,
                 heads(level),
                 "down" if level else None,
+                context_dim,
             )
             for level in range(levels)
         )
         # The middle: two ResNet blocks, each with attention, at the lowest resolution (as in ADM).
-        self.mid = UNetStage(widths[-1], widths[-1], 2, emb_dim, frames, max(1, widths[-1] // head_dim))
+        self.mid = UNetStage(
+            widths[-1], widths[-1], 2, emb_dim, frames, max(1, widths[-1] // head_dim), None, context_dim
+        )
         self.up = nn.ModuleList(
             UNetStage(
                 (widths[level + 1] if level + 1 < levels else widths[-1]) + widths[level],
@@ -229,6 +274,7 @@ class VideoUNet(nn.Module):
                 frames,
                 heads(level),
                 "up" if level else None,
+                context_dim,
             )
             for level in reversed(range(levels))
         )
@@ -240,6 +286,18 @@ class VideoUNet(nn.Module):
     def null_class(self) -> int | None:
         """Label that means "no class" for classifier-free guidance (None when not trained with one)."""
         return self.y_embedder.null_class if self.y_embedder is not None else None
+
+    @property
+    def null_caption(self) -> bool:
+        """Trained with caption dropout: ``TextEmbedding.drop`` selects its null caption (guidance)."""
+        return self.caption_embedder is not None and self.caption_embedder.null_token is not None
+
+    @property
+    def conditioning(self) -> str:
+        """ "text-cross", "class" or "none"."""
+        if self.caption_embedder is not None:
+            return "text-cross"
+        return "class" if self.num_classes else "none"
 
     def fsdp_units(self) -> list[nn.Module]:
         """The stages, sharded and checkpointed one at a time by :func:`lit_vdit.parallel.parallelize`."""
@@ -255,6 +313,9 @@ class VideoUNet(nn.Module):
         self.apply(_basic_init)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        if self.caption_embedder is not None:
+            for layer in self.caption_embedder.proj[::2]:
+                nn.init.normal_(layer.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for module in self.modules():
@@ -266,16 +327,27 @@ class VideoUNet(nn.Module):
         for stage in self.fsdp_units():
             zero += [block.conv2.spatial for block in stage.res_blocks]
             zero += [block.attn.proj for block in stage.attn_blocks]
+            zero += [block.cross_attn.proj for block in stage.attn_blocks if block.cross_attn is not None]
         for module in zero:
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
     def embedding_parameters(self) -> int:
-        """Parameters of lookup tables (the class embedding), excluded from non-embedding N."""
-        return self.y_embedder.embedding_table.weight.numel() if self.y_embedder is not None else 0
+        """Parameters of lookup tables (the class embedding, the null caption), excluded from
+        non-embedding N."""
+        table = self.y_embedder.embedding_table.weight.numel() if self.y_embedder is not None else 0
+        null = self.caption_embedder.embedding_parameters() if self.caption_embedder is not None else 0
+        return table + null
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        text: TextEmbedding | None = None,
+    ) -> torch.Tensor:
+        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None,
+        text: the captions' (B, L, text_dim) tokens and mask, or None."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"VideoUNet built for input (C, T, H, W)={self.input_shape}, got {tuple(x.shape[1:])}"
@@ -287,13 +359,20 @@ class VideoUNet(nn.Module):
                 raise ValueError("this VideoUNet is class-conditional (num_classes > 0): pass labels y")
             c = c + self.y_embedder(y, self.training)
         emb = c.repeat_interleave(frames, dim=0)
+        context = context_mask = None
+        if self.caption_embedder is not None:
+            if text is None:
+                raise ValueError("this VideoUNet is text-conditional (text_dim set): pass the captions' text")
+            context, context_mask = self.caption_embedder(text)  # (B, L, emb_dim), (B, L)
+            context = context.repeat_interleave(frames, dim=0)  # one copy per frame: (B*T, L, emb_dim)
+            context_mask = context_mask.repeat_interleave(frames, dim=0)
         h = self.conv_in(rearrange(x, "b c t h w -> (b t) c h w"))
         skips = []
         for stage in self.down:
-            h = stage(h, emb, frames)
+            h = stage(h, emb, frames, context, context_mask)
             skips.append(h)
-        h = self.mid(h, emb, frames)
+        h = self.mid(h, emb, frames, context, context_mask)
         for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, frames)
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb, frames, context, context_mask)
         h = self.conv_out(F.silu(self.norm_out(h)))
         return rearrange(h, "(b t) c h w -> b c t h w", t=frames)

@@ -14,7 +14,6 @@ purely convolutional (no attention), which is what makes chunked encoding with a
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lit_vdit.models.fingerprint import module_fingerprint
 
 # Causal cache for chunked encode/decode: each causal layer stores what the next chunk needs from the
 # past (the last input frames of a convolution, or a "first chunk done" marker for an upsampler).
@@ -413,10 +414,5 @@ def load_frozen_vae(
 
 def vae_fingerprint(vae: nn.Module) -> str:
     """Hash of a VAE's class, compression and weights: equal for the same VAE however it was loaded."""
-    digest = hashlib.sha256(type(vae).__qualname__.encode())
-    for name in ("latent_channels", "temporal_compression", "spatial_compression"):
-        digest.update(f"{name}={getattr(vae, name)}".encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    names = ("latent_channels", "temporal_compression", "spatial_compression")
+    return module_fingerprint(vae, {name: getattr(vae, name) for name in names})

@@ -19,9 +19,10 @@ from torch import nn
 
 from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
-from lit_vdit.flops import denoiser_costs, six_nd, vae_costs
+from lit_vdit.flops import denoiser_costs, six_nd, text_encoder_costs, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
+from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder, encode_captions, is_frozen
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
@@ -29,7 +30,8 @@ from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.parallel import parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
-# it must implement is checked when the model is built (check_denoiser).
+# it must implement is checked when the model is built (check_denoiser). A text-conditional model is
+# built with ``text_dim=`` the text encoder's width as well.
 DenoiserFactory = Callable[[tuple[int, int, int, int], int], nn.Module]
 
 
@@ -44,6 +46,11 @@ class DiffusionModule(L.LightningModule):
         vae_checkpoint: a trained VAEModule checkpoint to use frozen instead (``vae`` must then be
             None). Its weights travel in this module's checkpoints, which record the VAE's
             fingerprint: resuming or loading with another VAE is refused.
+        text_encoder: a :class:`~lit_vdit.models.text.TextEncoder` makes the model text-conditional
+            (captions instead of class labels): a frozen Hugging Face encoder
+            (:class:`~lit_vdit.models.hf_text.PretrainedTextEncoder`, kept out of the checkpoints,
+            which record its fingerprint) or a :class:`~lit_vdit.models.text.SmallTextEncoder`,
+            trained with the denoiser (and averaged with it when ``ema_decay > 0``).
         clip_shape, num_classes: video clip (C, T, H, W) and classes; None takes them from the DataModule.
         lr, weight_decay, betas: AdamW settings; ``warmup_steps`` of linear warm-up, then
             ``lr_schedule`` "constant", "cosine" (to ``min_lr_ratio * lr`` at ``trainer.max_steps``) or
@@ -71,6 +78,7 @@ class DiffusionModule(L.LightningModule):
         objective: Objective | None = None,
         vae: nn.Module | None = None,
         vae_checkpoint: str | None = None,
+        text_encoder: nn.Module | None = None,
         clip_shape: tuple[int, int, int, int] | None = None,
         num_classes: int | None = None,
         lr: float = 1e-4,
@@ -97,7 +105,7 @@ class DiffusionModule(L.LightningModule):
                 "posthoc_ema keeps power-function EMAs for snapshots: set ema_snapshot_every > 0 (e.g. a "
                 "tenth of the run's steps), or drop posthoc_ema"
             )
-        self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler"])
+        self.save_hyperparameters(ignore=["denoiser", "objective", "vae", "sampler", "text_encoder"])
         self.denoiser_factory = denoiser
         self.objective = objective or RectifiedFlow()
         if vae is not None and vae_checkpoint is not None:
@@ -106,6 +114,23 @@ class DiffusionModule(L.LightningModule):
             vae = load_frozen_vae(vae_checkpoint)
         self.vae: VideoAutoencoder = (vae or IdentityVAE()).eval().requires_grad_(False)
         self.vae_fingerprint = vae_fingerprint(self.vae)  # of the weights as loaded, before any casting
+        if text_encoder is not None and not isinstance(text_encoder, TextEncoder):
+            raise TypeError(
+                f"{type(text_encoder).__name__} is not a lit_vdit.models.text.TextEncoder (dim, max_length, "
+                f"tokenize, forward(ids, mask), fingerprint): use SmallTextEncoder or PretrainedTextEncoder"
+            )
+        # A frozen encoder is kept out of the state dict (its weights are the user's files, possibly
+        # gigabytes) and follows the module's device when used; a trainable one is a submodule.
+        self.text_encoder: nn.Module | None = None
+        self._frozen_text: tuple[nn.Module, ...] = ()
+        self.text_fingerprint: str | None = None
+        if text_encoder is not None and is_frozen(text_encoder):
+            self._frozen_text = (text_encoder.eval(),)
+            self.text_fingerprint = text_encoder.fingerprint()
+        elif text_encoder is not None:
+            self.text_encoder = text_encoder
+        self.text_ema: EMA | None = None  # the trainable text encoder's average, beside the denoiser's
+        self.caption_dropout: float = 0.0  # drawn per sample in training_noise, as the label dropout
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: Denoiser | None = None
         self.ema: EMA | None = None
@@ -114,12 +139,29 @@ class DiffusionModule(L.LightningModule):
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
         self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
+        self.captions_encoded = 0  # training captions the text encoder encoded (not from a caption cache)
         self._noise_seed = 0
         self._parallelized = False  # parallelize() applied to this denoiser
         if clip_shape is not None and num_classes is not None:
             self.build(tuple(clip_shape), num_classes)
 
     # -- model construction --------------------------------------------------------------------
+    @property
+    def encoder(self) -> TextEncoder | None:
+        """The text encoder (frozen or trainable), or None for a class-conditional / unconditional model."""
+        return self._frozen_text[0] if self._frozen_text else self.text_encoder
+
+    def conditioning_classes(self, num_classes: int) -> int:
+        """Classes the denoiser is built with: none when it is conditioned on captions instead."""
+        return 0 if self.encoder is not None else num_classes
+
+    def make_denoiser(self, latent_shape: tuple[int, int, int, int], num_classes: int) -> nn.Module:
+        """The configured denoiser for these latents and classes (and the text encoder's width)."""
+        classes = self.conditioning_classes(num_classes)
+        if self.encoder is None:
+            return self.denoiser_factory(latent_shape, classes)
+        return self.denoiser_factory(latent_shape, classes, text_dim=self.encoder.dim)
+
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         _, frames, height, width = self.hparams.clip_shape
@@ -135,18 +177,22 @@ class DiffusionModule(L.LightningModule):
                 f"use a VAE trained on {channels}-channel clips (or IdentityVAE(channels={channels}))"
             )
         latent_shape = self.vae.latent_shape(frames, height, width)
+        encoder = self.encoder
         costs = denoiser_costs(
-            lambda: self.denoiser_factory(latent_shape, num_classes),
+            lambda: self.make_denoiser(latent_shape, num_classes),
             self.objective,
             latent_shape,
-            num_classes,
+            self.conditioning_classes(num_classes),
+            (encoder.max_length, encoder.dim) if encoder is not None else None,
         )
+        text = text_encoder_costs(encoder) if encoder is not None else {}
         return {
             "clip_shape": list(clip_shape),
             "latent_shape": list(latent_shape),
             "num_classes": num_classes,
             **costs,
             **vae_costs(self.vae, clip_shape),
+            **text,
         }
 
     def build(self, clip_shape: tuple[int, int, int, int], num_classes: int) -> None:
@@ -159,7 +205,7 @@ class DiffusionModule(L.LightningModule):
         # (Lightning's multi-process strategies re-seed every process just before configure_model).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed())
-            self.denoiser = self.denoiser_factory(self.latent_shape, num_classes)
+            self.denoiser = self.make_denoiser(self.latent_shape, num_classes)
         self._parallelized = False
         check_denoiser(self.denoiser)
         if self.objective.learn_sigma != self.denoiser.learn_sigma:
@@ -172,9 +218,22 @@ class DiffusionModule(L.LightningModule):
             if isinstance(embedder, LabelEmbedder) and embedder.dropout_prob > 0:
                 embedder.random_drop = False  # drawn per sample in training_noise instead
                 self.label_dropout = (embedder.dropout_prob, embedder.null_class)
+            if isinstance(embedder, CaptionEmbedder):
+                self.caption_dropout = embedder.dropout_prob
+        if self.encoder is not None and self.denoiser.conditioning.split("-")[0] != "text":
+            raise ValueError(
+                f"a text encoder is configured but {type(self.denoiser).__name__} was built without text "
+                f"conditioning (conditioning {self.denoiser.conditioning!r}): it must take text_dim"
+            )
         if self.hparams.ema_decay > 0:
             self.ema = EMA(self.denoiser)
+            self.text_ema = EMA(self.text_encoder) if self.text_encoder is not None else None
         if self.hparams.posthoc_ema:
+            if self.text_encoder is not None:
+                raise ValueError(
+                    "posthoc_ema averages the denoiser only, and this run also trains its text encoder: "
+                    "use a frozen text encoder (PretrainedTextEncoder), or ema_decay instead of posthoc_ema"
+                )
             self.power_ema = PowerEMA(self.denoiser, self.hparams.posthoc_ema)
         self.costs = self.describe(self.hparams.clip_shape, num_classes)
 
@@ -183,6 +242,7 @@ class DiffusionModule(L.LightningModule):
         datamodule = trainer.datamodule if trainer is not None else None
         if isinstance(datamodule, VideoDataModule):
             datamodule.check_vae(self.vae)  # a latent cache must come from this model's VAE
+            datamodule.check_text_encoder(self.encoder)  # and a caption cache from its text encoder
         if self.denoiser is None:
             if not isinstance(datamodule, VideoDataModule):
                 raise ValueError(
@@ -217,6 +277,8 @@ class DiffusionModule(L.LightningModule):
         parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
         averages = [self.ema.module] if self.ema is not None else []
         averages += [p.module for p in self.power_ema.profiles] if self.power_ema is not None else []
+        if self.text_encoder is not None:  # trained: sharded (and its gradients reduced) like the denoiser
+            averages += [self.text_encoder] + ([self.text_ema.module] if self.text_ema is not None else [])
         for average in averages if mesh is not None else []:
             parallelize(average, mesh, precision)
 
@@ -227,8 +289,27 @@ class DiffusionModule(L.LightningModule):
         else:
             with torch.no_grad():
                 x0 = self.vae.encode_latents(batch["video"])
-        y = batch["label"].long() if self.hparams.num_classes else None
+        y = batch["label"].long() if self.conditioning_classes(self.hparams.num_classes) else None
         return x0, y
+
+    def caption_embedding(
+        self, batch: dict[str, Any], encoder: TextEncoder | None = None
+    ) -> TextEmbedding | None:
+        """The batch's captions as the denoiser takes them (None for a model without text): read from
+        a caption cache, else encoded now by ``encoder`` (default: the module's text encoder)."""
+        if self.encoder is None:
+            return None
+        if "text_tokens" in batch:  # precomputed by `lit-vdit cache-captions`
+            return TextEmbedding(batch["text_tokens"], batch["text_mask"])
+        if "caption" not in batch:
+            raise ValueError(
+                "the model is text-conditional but the batches carry no captions: give the data a caption "
+                "source (video folders: captions: manifest.csv or caption_template; the synthetic data "
+                "always has them), or drop the model's text_encoder"
+            )
+        if self._frozen_text and next(self._frozen_text[0].parameters()).device != self.device:
+            self._frozen_text[0].to(self.device)
+        return encode_captions(encoder or self.encoder, batch["caption"], self.device)
 
     def on_fit_start(self) -> None:
         self._noise_seed = torch.initial_seed()  # the run's seed (seed_everything), equal on every process
@@ -280,13 +361,18 @@ class DiffusionModule(L.LightningModule):
         """The batch's mean loss (``loss``, which Lightning scales by 1/accumulate_grad_batches for
         backward) and its per-sample losses (``sample_losses``, unscaled: what ScalingRecorder averages)."""
         x0, y = self.encode(batch)
+        text = self.caption_embedding(batch)
         if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
             self.samples_encoded += x0.shape[0] * self.trainer.world_size
+        if text is not None and "text_tokens" not in batch:  # encoded now, not once in a caption cache
+            self.captions_encoded += x0.shape[0] * self.trainer.world_size
         t, noise, uniform = self.training_noise(x0, batch_idx)
         if self.label_dropout is not None and y is not None:
             probability, null_class = self.label_dropout
             y = torch.where(uniform < probability, torch.full_like(y, null_class), y)
-        sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y), x0, noise, t)
+        if text is not None and self.caption_dropout > 0:
+            text.drop = uniform < self.caption_dropout
+        sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y, text=text), x0, noise, t)
         loss = sample_losses.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -301,14 +387,17 @@ class DiffusionModule(L.LightningModule):
     def accounting(self) -> dict[str, float]:
         """Cumulative samples, tokens and training FLOPs seen by all processes: the denoiser's
         (measured and 6ND) and, apart, the frozen VAE's encoding of clips during training (0 when
-        training from a latent cache, whose encoding was paid once by ``cache-latents``)."""
+        training from a latent cache, whose encoding was paid once by ``cache-latents``) and the text
+        encoder's (forward for a frozen one, 0 from a caption cache; forward + backward when trained)."""
         tokens = self.samples_seen * self.costs["tokens_per_sample"]
+        per_caption = self.costs.get("text_encoder_flops_train") or self.costs.get("text_encoder_flops", 0)
         return {
             "samples_seen": float(self.samples_seen),
             "tokens_seen": float(tokens),
             "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
             "flops_6nd": six_nd(self.costs["params_non_embedding"], tokens),
             "flops_vae_encode": float(self.samples_encoded * self.costs["vae_encode_flops"]),
+            "flops_text_encoder": float(self.captions_encoded * per_caption),
         }
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -317,6 +406,8 @@ class DiffusionModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.update_ema()
+            if self.text_ema is not None:
+                self.text_ema.update(self.text_encoder, self.hparams.ema_decay)
         if self.power_ema is not None:
             step = self.trainer.global_step + 1  # Lightning counts this step once the hook returns
             self.power_ema.update(self.denoiser, step)
@@ -329,7 +420,9 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
-        for p in self.denoiser.parameters():
+        trained = [*self.denoiser.parameters()]
+        trained += [*self.text_encoder.parameters()] if self.text_encoder is not None else []
+        for p in trained:
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
         groups = [
@@ -368,6 +461,7 @@ class DiffusionModule(L.LightningModule):
         processes, sees exactly the same inputs.
         """
         x0, y = self.encode(batch)
+        text = self.caption_embedding(batch)
         k = self.hparams.val_timesteps
         generators = [torch.Generator().manual_seed(self.hparams.val_seed * 100_003 + c) for c in clip_ids]
         noise = torch.stack([torch.randn((k, *x0.shape[1:]), generator=g) for g in generators], dim=1)
@@ -376,9 +470,11 @@ class DiffusionModule(L.LightningModule):
         losses = {}
         models = {"raw": self.denoiser, "ema": self.ema} if self.ema is not None else {"raw": self.denoiser}
         for name, model in models.items():
+            if name == "ema" and self.text_ema is not None:  # the trained encoder's average with the EMA
+                text = self.caption_embedding(batch, self.text_ema.module)
+            fn = denoiser_fn(model, y, text=text)
             per_t = [
-                self.objective.loss(denoiser_fn(model, y), x0, noise[i], timesteps[i].expand(x0.shape[0]))
-                for i in range(k)
+                self.objective.loss(fn, x0, noise[i], timesteps[i].expand(x0.shape[0])) for i in range(k)
             ]
             losses[name] = torch.stack(per_t).mean(0)
         return losses
@@ -395,21 +491,46 @@ class DiffusionModule(L.LightningModule):
 
     # -- generation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor | None, seeds: list[int], use_ema: bool = True) -> torch.Tensor:
-        """Sample videos (B, C, T, H, W) in [-1, 1], one per seed, with classifier-free guidance."""
-        model = self.ema if use_ema and self.ema is not None else self.denoiser
+    def generate(
+        self,
+        labels: torch.Tensor | None,
+        seeds: list[int],
+        use_ema: bool = True,
+        captions: list[str] | None = None,
+    ) -> torch.Tensor:
+        """Sample videos (B, C, T, H, W) in [-1, 1], one per seed, for class ``labels`` or ``captions``
+        (a text-conditional model), with classifier-free guidance at ``guidance_scale``."""
+        use_ema = use_ema and self.ema is not None
+        model = self.ema if use_ema else self.denoiser
         noise = torch.stack(
             [torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
         )
         noise = noise.to(self.device)
-        y = labels.to(self.device).long() if self.hparams.num_classes and labels is not None else None
-        fn = denoiser_fn(model, y, self.hparams.guidance_scale, model.null_class)
+        classes = self.conditioning_classes(self.hparams.num_classes)
+        y = labels.to(self.device).long() if classes and labels is not None else None
+        text = None
+        if self.encoder is not None:
+            if captions is None or len(captions) != len(seeds):
+                raise ValueError("a text-conditional model samples from prompts: give one caption per seed")
+            encoder = self.text_ema.module if use_ema and self.text_ema is not None else None
+            text = self.caption_embedding({"caption": captions}, encoder)
+        fn = denoiser_fn(
+            model,
+            y,
+            self.hparams.guidance_scale,
+            model.null_class,
+            text=text,
+            null_caption=model.null_caption,
+        )
         latents = self.sampler.sample(self.objective, fn, noise, torch.Generator().manual_seed(seeds[0]))
         return self.vae.decode_latents(latents).clamp(-1, 1)
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        videos = self.generate(batch["label"], [int(s) for s in batch["seed"]])
-        return {"video": videos, "label": batch["label"], "index": batch["index"]}
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """One video per item: its class label or its prompt (``caption``), with its noise seed."""
+        captions = list(batch["caption"]) if "caption" in batch else None
+        videos = self.generate(batch["label"], [int(s) for s in batch["seed"]], captions=captions)
+        out = {"video": videos, "label": batch["label"], "index": batch["index"]}
+        return {**out, "caption": captions} if captions is not None else out
 
     # -- checkpoint -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -418,6 +539,8 @@ class DiffusionModule(L.LightningModule):
             "samples_encoded": self.samples_encoded,
             "costs": self.costs,
             "vae_fingerprint": self.vae_fingerprint,
+            "captions_encoded": self.captions_encoded,
+            "text_fingerprint": self.text_fingerprint,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -431,5 +554,13 @@ class DiffusionModule(L.LightningModule):
                 f"{list(self.latent_shape) if self.hparams.clip_shape else '?'}); configure the VAE the run "
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
+        saved_text = state.get("text_fingerprint", self.text_fingerprint)
+        if saved_text != self.text_fingerprint:
+            raise ValueError(
+                f"this checkpoint was trained with another frozen text encoder (fingerprint "
+                f"{str(saved_text)[:16]}) than the one configured ({type(self.encoder).__name__}, "
+                f"{str(self.text_fingerprint)[:16]}): configure the text encoder the run was trained with"
+            )
         self.samples_seen = int(state.get("samples_seen", 0))
         self.samples_encoded = int(state.get("samples_encoded", 0))
+        self.captions_encoded = int(state.get("captions_encoded", 0))

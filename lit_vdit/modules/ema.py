@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lit_vdit.models.text import TextEmbedding
+
 
 class EMA(nn.Module):
     """A float32 copy of ``model`` updated as ``ema <- decay * ema + (1 - decay) * params``.
@@ -29,8 +31,20 @@ class EMA(nn.Module):
     def null_class(self) -> int | None:
         return self.module.null_class
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.module(x.float(), t, y)
+    @property
+    def null_caption(self) -> bool:
+        return self.module.null_caption
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        text: TextEmbedding | None = None,
+    ) -> torch.Tensor:
+        if text is None:
+            return self.module(x.float(), t, y)
+        return self.module(x.float(), t, y, text.to(x.device, torch.float32))
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float) -> None:
