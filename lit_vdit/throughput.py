@@ -30,10 +30,10 @@ def training_step_times(
     text: TextEmbedding | None = None,
 ) -> list[float]:
     """Seconds of each of ``steps`` full training steps of ``model`` on the batch (x0, y, text): the
-    objective's loss with fresh timesteps and noise, backward, AdamW step (fused on CUDA), after
+    objective's loss with fresh timesteps and noise, backward, fused AdamW step (as the runs'), after
     ``warmup`` untimed steps. ``autocast_dtype`` runs forward and loss under autocast (bf16-mixed)."""
     device = x0.device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step() -> None:
         autocast = (
