@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from analysis.data import POINTS, Columns, Table, prepare, read_table
+from analysis.data import POINTS, Columns, Table, prepare, read_table, select_rows
 from analysis.errors import AnalysisError, DataError
 from analysis.extrapolation import extrapolation_check
 from analysis.io import to_json
@@ -52,6 +52,20 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=1000,
         metavar="B",
         help="bootstrap resamples of runs for intervals; 0 turns them off (default %(default)s)",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COL=VALUE",
+        help="keep the rows where COL equals VALUE (repeatable), e.g. conditioning=text-cross",
+    )
+    p.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="fit runs of different kinds together (a column such as conditioning is refused mixed)",
     )
     p.add_argument("--level", type=float, default=0.95, help="interval level (default %(default)s)")
     p.add_argument(
@@ -160,6 +174,7 @@ def _fit_table(df: pd.DataFrame, args: argparse.Namespace) -> tuple[Table, dict[
         "points": args.points,
         "cost_factor": args.cost_factor,
         "optional": {"weight": cols.weight},
+        "pool": tuple(args.pool),
     }
     if args.law == "chinchilla":
         roles = {"N": cols.N, "D": cols.D, "y": cols.y}
@@ -211,7 +226,7 @@ def _print_fit(res: LawResult, extra: dict | None) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    df = read_table(args.csv)
+    df = select_rows(read_table(args.csv), args.where)
     table, inputs = _fit_table(df, args)
     law = LAWS[args.law]("x") if "x" in inputs else LAWS[args.law]()
     if args.grid == "hoffmann" and args.law != "chinchilla":
@@ -249,7 +264,7 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report  # matplotlib only when a report is drawn
 
-    df = read_table(args.csv)
+    df = select_rows(read_table(args.csv), args.where)
     options = StudyOptions(
         columns=_columns(args),
         points=args.points,
@@ -263,6 +278,7 @@ def _run_report(args: argparse.Namespace) -> int:
         target_flops=args.target_flops,
         seed=args.seed,
         title=args.title,
+        pool=tuple(args.pool),
     )
     study = run_study(df, options, source=args.csv)
     paths = write_report(study, args.out)

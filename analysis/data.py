@@ -6,7 +6,7 @@ Works on any table with columns for N, D, C and a metric; the defaults match lit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,9 @@ import pandas as pd
 from analysis.errors import DataError
 
 POINTS = ("final", "all")
+# Columns that tell runs of different kinds apart (lit_vdit's runs.csv: class-, text- or un-conditioned,
+# and the text mechanism): a fit pools them only when asked to (``pool``).
+KIND_COLUMNS = ("conditioning",)
 # Flag that sets each role's column on the command line, named in error messages.
 FLAGS = {"N": "--N", "D": "--D", "C": "--C", "y": "--y", "x": "--x", "weight": "--weight-col"}
 
@@ -89,6 +92,32 @@ def check_protocol(df: pd.DataFrame, metric: str) -> None:
             )
 
 
+def select_rows(df: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``df`` matching every ``COL=VALUE`` of ``where`` (compared as text)."""
+    for condition in where:
+        column, sep, value = condition.partition("=")
+        if not sep or not column:
+            raise DataError(f"--where takes COL=VALUE (e.g. conditioning=text-cross), got {condition!r}")
+        if column not in df:
+            raise DataError(f"--where {condition}: no column {column!r} (columns: {', '.join(df.columns)})")
+        df = df[df[column].astype(str) == value]
+        if df.empty:
+            raise DataError(f"no rows with {column} = {value!r}")
+    return df
+
+
+def check_kinds(df: pd.DataFrame, pool: Sequence[str] = ()) -> None:
+    """Refuse a table that mixes runs of different kinds (:data:`KIND_COLUMNS`) unless pooled."""
+    for column in KIND_COLUMNS:
+        if column in df and column not in pool:
+            kinds = sorted(str(v) for v in df[column].dropna().unique())
+            if len(kinds) > 1:
+                raise DataError(
+                    f"the table mixes runs of {column} {kinds}: fit them separately (--where "
+                    f"{column}={kinds[0]}) or together (--pool {column})"
+                )
+
+
 def prepare(
     df: pd.DataFrame,
     roles: Mapping[str, str],
@@ -98,6 +127,7 @@ def prepare(
     points: str = "final",
     cost_factor: float | None = None,
     optional: Mapping[str, str] | None = None,
+    pool: Sequence[str] = (),
 ) -> Table:
     """Select, check and convert the points of ``df`` for the given roles (role -> column).
 
@@ -106,7 +136,8 @@ def prepare(
     still growing) as separate points. A role ``"D"`` (or ``"C"``) whose column is absent is derived
     from ``C = cost_factor * N * D`` when ``cost_factor`` is given. ``optional`` roles (budget,
     weight) are carried along when their column exists. Rows with missing or non-finite values
-    are dropped with a warning; non-positive values raise :class:`DataError`.
+    are dropped with a warning; non-positive values raise :class:`DataError`, and so do runs of
+    different kinds (:func:`check_kinds`) unless their column is in ``pool``.
     """
     if points not in POINTS:
         raise DataError(f"points must be one of {POINTS}, got {points!r}")
@@ -118,6 +149,7 @@ def prepare(
         _raise_missing(df, roles, missing, cost_factor)
     if "y" in roles:
         check_protocol(df, roles["y"])
+    check_kinds(df, pool)
 
     has_run = run is not None and run in df
     has_step = step is not None and step in df

@@ -178,6 +178,7 @@ class StudyOptions:
     seed: int = 0
     title: str = "Scaling-law report"
     envelope_from: float = 0.1  # L(C) envelope: each run's evaluations from this fraction of its steps on
+    pool: tuple[str, ...] = ()  # kind columns (analysis.data.KIND_COLUMNS) whose runs may be fitted together
 
 
 @dataclass
@@ -242,7 +243,13 @@ def run_study(df: pd.DataFrame, options: StudyOptions, source: str = "") -> Stud
     study = Study(o, source)
     roles = {"N": cols.N, "D": cols.D, "C": cols.C, "y": cols.y}
     optional = {"budget": cols.budget, "weight": cols.weight}
-    common = {"run": cols.run, "step": cols.step, "cost_factor": o.cost_factor, "optional": optional}
+    common = {
+        "run": cols.run,
+        "step": cols.step,
+        "cost_factor": o.cost_factor,
+        "optional": optional,
+        "pool": o.pool,
+    }
     # An error here (missing columns, mixed protocols, bad values) stops the report: nothing can be shown.
     study.table = prepare(df, roles, points=o.points, **common)
     study.notes += study.table.notes

@@ -140,3 +140,27 @@ def test_metric_columns_found_by_default():
         if METRIC_PATTERN.match(c)
     ]
     assert found == ["fvd", "FID", "fvd_ema"]
+
+
+def test_runs_of_different_conditioning_are_never_pooled_silently(runs, tmp_path, capsys):
+    """A table of text- and class-conditioned runs is refused, naming both fixes: select one kind
+    with --where, or pool them with --pool."""
+    mixed = runs.copy()
+    ids = sorted(mixed["run_id"].unique())
+    mixed["conditioning"] = mixed["run_id"].map(
+        {r: "text-cross" if i % 2 else "class" for i, r in enumerate(ids)}
+    )
+    path = tmp_path / "mixed.csv"
+    mixed.to_csv(path, index=False)
+    base = ["fit", str(path), "--law", "chinchilla", "--json", "--bootstrap", "0"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert (
+        "mixes runs of conditioning ['class', 'text-cross']" in err and "--where" in err and "--pool" in err
+    )
+    assert main([*base, "--where", "conditioning=class"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_points"] == len(ids) // 2 + len(ids) % 2
+    assert main([*base, "--pool", "conditioning"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_points"] == len(ids)
+    assert main([*base, "--where", "conditioning=none"]) == 2
+    assert "no rows with conditioning = 'none'" in capsys.readouterr().err
