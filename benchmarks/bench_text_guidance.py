@@ -38,13 +38,13 @@ COMMON = [
 ]  # fmt: skip
 
 
-def train(out: Path, name: str, steps: int, extra: list[str]) -> Path:
+def train(out: Path, name: str, steps: int, model: str, extra: list[str]) -> Path:
     run = out / name
     result = run / "result.json"
     if not (result.is_file() and json.loads(result.read_text()).get("finished")):  # rerun: resume
         last = run / "checkpoints" / "last.ckpt"
         resume = ["--ckpt_path", str(last)] if last.is_file() else []
-        cli_main(["fit", *COMMON, *extra, "--trainer.default_root_dir", str(run),
+        cli_main(["fit", "--model", model, *COMMON, *extra, "--trainer.default_root_dir", str(run),
                   "--trainer.max_steps", str(steps), *resume])  # fmt: skip
     return run
 
@@ -66,16 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mechanisms", nargs="+", default=["cross", "joint", "pooled"])
     args = parser.parse_args(argv)
     out = Path(args.out)
-    text = ["--model", "configs/model/dit_text_demo.yaml"]
-    runs = {
-        f"text-{m}": train(
-            out, f"text_{m}", args.steps, [*text, "--model.init_args.denoiser.init_args.text_conditioning", m]
-        )
-        for m in args.mechanisms
-    }
+    text = "configs/model/dit_text_demo.yaml"
+    mechanism = "--model.init_args.denoiser.init_args.text_conditioning"
+    runs = {f"text-{m}": train(out, f"text_{m}", args.steps, text, [mechanism, m]) for m in args.mechanisms}
     withheld = ["--model.init_args.denoiser.init_args.caption_dropout_prob", "1.0"]
-    runs["captions withheld"] = train(out, "no_text", args.steps, [*text, *withheld])
-    runs["class (16)"] = train(out, "class", args.steps, ["--model", "configs/model/dit_demo.yaml"])
+    runs["captions withheld"] = train(out, "no_text", args.steps, text, withheld)
+    runs["class (16)"] = train(out, "class", args.steps, "configs/model/dit_demo.yaml", [])
     print(f"T3, {args.steps} steps, batch 16, 8x32x32 clips: final validation loss (raw / EMA)")
     for name, run in runs.items():
         final = json.loads((run / "result.json").read_text())["final"]

@@ -97,16 +97,19 @@ def denoiser_costs(
 
 
 def text_encoder_costs(encoder: TextEncoder) -> dict[str, int]:
-    """Parameters of a text encoder and its per-caption FLOPs at full length, counted on a meta copy:
-    the forward (what a frozen encoder costs per caption) and, for a trainable one, forward + backward
-    (what it costs per training sample). Kept apart from the denoiser's costs, as the VAE's."""
-    meta = copy.deepcopy(encoder).to("meta")
+    """Parameters of a text encoder and its per-caption FLOPs at full length, counted with meta
+    tensors in place of its weights (no copy: a T5-XXL's are gigabytes): the forward (what a frozen
+    encoder costs per caption) and, for a trainable one, forward + backward (per training sample).
+    Kept apart from the denoiser's costs, as the VAE's."""
+    tensors = [*encoder.named_parameters(), *encoder.named_buffers()]
+    meta = {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for n, t in tensors}
     ids = torch.zeros(1, encoder.max_length, dtype=torch.long, device="meta")
     # No mask (every token real): a mask would make Hugging Face encoders test its values, which the
     # meta device does not have.
+    call = lambda: torch.func.functional_call(encoder, meta, (ids, None))
     with torch.no_grad():
-        forward = count_flops(lambda: meta(ids, None))
-    train = 0 if is_frozen(encoder) else count_flops(lambda: meta(ids, None).sum().backward())
+        forward = count_flops(call)
+    train = 0 if is_frozen(encoder) else count_flops(lambda: call().sum().backward())
     return {
         "text_encoder_params": sum(p.numel() for p in encoder.parameters()),
         "text_encoder_flops": forward,

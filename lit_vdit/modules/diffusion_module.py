@@ -22,7 +22,14 @@ from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sample
 from lit_vdit.flops import denoiser_costs, six_nd, text_encoder_costs, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
-from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder, encode_captions, is_frozen
+from lit_vdit.models.text import (
+    CaptionEmbedder,
+    TextEmbedding,
+    TextEncoder,
+    encode_captions,
+    encoder_name,
+    is_frozen,
+)
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
@@ -123,10 +130,8 @@ class DiffusionModule(L.LightningModule):
         # gigabytes) and follows the module's device when used; a trainable one is a submodule.
         self.text_encoder: nn.Module | None = None
         self._frozen_text: tuple[nn.Module, ...] = ()
-        self.text_fingerprint: str | None = None
         if text_encoder is not None and is_frozen(text_encoder):
             self._frozen_text = (text_encoder.eval(),)
-            self.text_fingerprint = text_encoder.fingerprint()
         elif text_encoder is not None:
             self.text_encoder = text_encoder
         self.text_ema: EMA | None = None  # the trainable text encoder's average, beside the denoiser's
@@ -150,6 +155,12 @@ class DiffusionModule(L.LightningModule):
     def encoder(self) -> TextEncoder | None:
         """The text encoder (frozen or trainable), or None for a class-conditional / unconditional model."""
         return self._frozen_text[0] if self._frozen_text else self.text_encoder
+
+    @property
+    def text_fingerprint(self) -> str | None:
+        """The frozen text encoder's fingerprint (hashed when first asked: a large encoder's weights
+        take a while), recorded in checkpoints; None for a trained encoder, which they hold."""
+        return self._frozen_text[0].fingerprint() if self._frozen_text else None
 
     def conditioning_classes(self, num_classes: int) -> int:
         """Classes the denoiser is built with: none when it is conditioned on captions instead."""
@@ -513,7 +524,10 @@ class DiffusionModule(L.LightningModule):
         text = None
         if self.encoder is not None:
             if captions is None or len(captions) != len(seeds):
-                raise ValueError("a text-conditional model samples from prompts: give one caption per seed")
+                raise ValueError(
+                    "a text-conditional model samples from prompts: give one caption per seed (for predict, "
+                    "--data.init_args.prompts, a list or a file of one prompt per line)"
+                )
             encoder = self.text_ema.module if use_ema and self.text_ema is not None else None
             text = self.caption_embedding({"caption": captions}, encoder)
         fn = denoiser_fn(
@@ -556,12 +570,13 @@ class DiffusionModule(L.LightningModule):
                 f"{list(self.latent_shape) if self.hparams.clip_shape else '?'}); configure the VAE the run "
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
-        saved_text = state.get("text_fingerprint", self.text_fingerprint)
-        if saved_text != self.text_fingerprint:
+        own_text = self.text_fingerprint
+        saved_text = state.get("text_fingerprint", own_text)
+        if saved_text != own_text:
             raise ValueError(
                 f"this checkpoint was trained with another frozen text encoder (fingerprint "
-                f"{str(saved_text)[:16]}) than the one configured ({type(self.encoder).__name__}, "
-                f"{str(self.text_fingerprint)[:16]}): configure the text encoder the run was trained with"
+                f"{str(saved_text)[:16]}) than the one configured ({encoder_name(self.encoder) or 'none'}, "
+                f"fingerprint {str(own_text)[:16]}): configure the text encoder the run was trained with"
             )
         self.samples_seen = int(state.get("samples_seen", 0))
         self.samples_encoded = int(state.get("samples_encoded", 0))
