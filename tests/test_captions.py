@@ -6,9 +6,14 @@ import logging
 
 import pytest
 import torch
-from test_video_data import CLASSES, ucf101_tree, write_video
+from test_video_data import CLASSES, frame_tree, ucf101_tree, write_video
 
-from lit_vdit.data import SyntheticDataModule, SyntheticVideoDataset, VideoFolderDataModule
+from lit_vdit.data import (
+    FrameFolderDataModule,
+    SyntheticDataModule,
+    SyntheticVideoDataset,
+    VideoFolderDataModule,
+)
 from lit_vdit.data.captions import CaptionError, readable_class
 from lit_vdit.data.synthetic import PALETTE, dominant_colour
 
@@ -123,3 +128,21 @@ def test_ucf101_captions_from_its_class_names(tmp_path):
         _module(_folder(tmp_path / "flat"), tmp_path, class_folders=False, caption_template="{label}").setup(
             "fit"
         )
+
+
+def test_frame_folders_read_captions_naming_their_folders(tmp_path):
+    root = frame_tree(tmp_path / "sky_train", videos=4)
+    (tmp_path / "captions.jsonl").write_text(
+        "\n".join(
+            json.dumps({"path": f"vid{v}/vid{v}_1", "text": f"a sky at dusk, clip {v}"}) for v in range(4)
+        )
+    )
+    common = dict(
+        frames=4, frame_interval=2, height=16, width=16, val_clips=1, index_dir=str(tmp_path / "index")
+    )
+    dm = FrameFolderDataModule(str(root), captions=str(tmp_path / "captions.jsonl"), **common)
+    dm.setup("fit")
+    clips = [*dm.train_set.clips, *dm.val_set.clips]  # vid0 holds an empty frame: skipped, its row too
+    assert {c.video.split("/")[0] for c in clips} == {"vid1", "vid2", "vid3"}
+    assert all(c.caption == f"a sky at dusk, clip {c.video[3]}" for c in clips)
+    assert dm.val_set[0]["caption"] == dm.val_set.clips[0].caption
