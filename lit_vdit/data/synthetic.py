@@ -1,11 +1,12 @@
 """Procedural "moving shapes" videos: the embedded default dataset, no download, any size.
 
-Each clip is a pure function of (seed, split, index): a smooth random background, one class object
-and up to ``distractors`` grey shapes that move, may occlude each other and leave the frame. The class
-is (shape, motion) of the main object: 4 shapes x 4 motions = 16 classes at most. The caption says
-what determines the clip: the main object's colour (one of 8 named colours, which no background or
-distractor reaches), shape, motion and its direction, speed, and the number of other shapes, e.g.
-"a red circle moving left, fast, with 2 other shapes".
+Each clip is a pure function of (seed, split, index): a smooth background of one of 8 dark tones, one
+class object and up to ``distractors`` grey shapes that move, may occlude each other and leave the
+frame. The class is (shape, motion) of the main object: 4 shapes x 4 motions = 16 classes at most.
+The caption says what determines the clip: the main object's colour (one of 8 bright named colours,
+which no background or distractor reaches), shape, motion and its direction, speed, the number of
+other shapes and the background, e.g. "a red circle moving left, fast, with 2 other shapes, on a navy
+background".
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "cyan": (0.1, 0.9, 1.0),
     "orange": (1.0, 0.55, 0.05),
     "white": (1.0, 1.0, 1.0),
+}
+# Background tones (RGB in [0, 1], channels <= 0.45), each drawn as a gradient from 0.5x to 1x of it.
+BACKGROUNDS: dict[str, tuple[float, float, float]] = {
+    "navy": (0.05, 0.1, 0.45),
+    "maroon": (0.45, 0.08, 0.08),
+    "olive": (0.35, 0.35, 0.05),
+    "teal": (0.05, 0.35, 0.35),
+    "purple": (0.3, 0.1, 0.45),
+    "grey": (0.3, 0.3, 0.3),
+    "brown": (0.4, 0.22, 0.08),
+    "forest": (0.08, 0.3, 0.1),
 }
 HEADINGS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
 SPEEDS = {"slow": 0.03, "fast": 0.07}  # pixels per frame, as a fraction of the clip's short side
@@ -73,7 +85,7 @@ class ShapeSpec:
     phase: float  # zoom phase in radians
 
 
-def describe(spec: ShapeSpec, colour: str, others: int) -> str:
+def describe(spec: ShapeSpec, colour: str, others: int, background: str) -> str:
     """The caption of a clip whose main object is ``spec`` in colour ``colour``."""
     motion = {
         "linear": f"moving {HEADINGS[spec.heading]}",
@@ -84,7 +96,7 @@ def describe(spec: ShapeSpec, colour: str, others: int) -> str:
     text = f"a {colour} {spec.shape} {motion}, {spec.speed}"
     if others:
         text += f", with {others} other shape{'s' if others > 1 else ''}"
-    return text
+    return f"{text}, on a {background} background"
 
 
 def dominant_colour(video: torch.Tensor, threshold: float = 0.8) -> str | None:
@@ -161,7 +173,8 @@ class SyntheticVideoDataset(Dataset):
         """Draw clip ``index`` (no memo)."""
         g = self.generator(index)
         label = int(torch.randint(self.num_classes, (1,), generator=g))
-        video = self.background(g)
+        background = list(BACKGROUNDS)[int(torch.randint(len(BACKGROUNDS), (1,), generator=g))]
+        video = self.background(BACKGROUNDS[background], g)
         colour = list(PALETTE)[int(torch.randint(len(PALETTE), (1,), generator=g))]
         main = self.spec(SHAPES[label % len(SHAPES)], MOTIONS[label // len(SHAPES)], PALETTE[colour], g)
         others = int(torch.randint(self.distractors + 1, (1,), generator=g))
@@ -174,7 +187,7 @@ class SyntheticVideoDataset(Dataset):
         # Draw back to front; the class object is drawn in a random depth order among distractors.
         for i in torch.randperm(len(objects), generator=g).tolist():
             video = self.draw(video, objects[i])
-        return {"video": video * 2 - 1, "label": label, "caption": describe(main, colour, others)}
+        return {"video": video * 2 - 1, "label": label, "caption": describe(main, colour, others, background)}
 
     @staticmethod
     def spec(shape: str, motion: str, colour: tuple[float, float, float], g: torch.Generator) -> ShapeSpec:
@@ -187,9 +200,10 @@ class SyntheticVideoDataset(Dataset):
         phase = float(torch.rand(1, generator=g)) * 2 * math.pi
         return ShapeSpec(shape, motion, colour, radius, (cx, cy), speed, heading, phase)
 
-    def background(self, g: torch.Generator) -> torch.Tensor:
-        """A smooth two-colour gradient in a random direction, drifting slowly over time."""
-        c0, c1 = torch.rand(2, 3, 1, 1, 1, generator=g) * 0.6
+    def background(self, tone: tuple[float, float, float], g: torch.Generator) -> torch.Tensor:
+        """A smooth gradient of ``tone`` (0.5x to 1x of it) in a random direction, drifting slowly."""
+        c1 = torch.tensor(tone).view(3, 1, 1, 1)
+        c0 = 0.5 * c1
         angle = float(torch.rand(1, generator=g)) * 2 * math.pi
         t, h, w = self.frames, self.height, self.width
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")

@@ -324,9 +324,6 @@ class VideoDiT(nn.Module):
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        if self.caption_embedder is not None:  # PixArt-alpha's caption MLP init
-            for layer in self.caption_embedder.proj[::2]:
-                nn.init.normal_(layer.weight, std=0.02)
         # adaLN-Zero: every residual branch and the output start at zero (cross-attention too, as
         # PixArt-alpha).
         for block in self.blocks:

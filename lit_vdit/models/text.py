@@ -161,11 +161,12 @@ class SmallTextEncoder(nn.Module):
             raise ValueError(f"max_length must leave room for the start token and a word, got {max_length}")
         self.dim, self.max_length, self.tokens = dim, max_length, tokens
         self.vocab_size = 256 + 2 if tokens == "byte" else vocab_size
+        # Unit-variance token embeddings (nn.Embedding's own init), as large as the sin-cos positions
+        # added to them: at GPT-2's std 0.02 every caption's tokens are nearly their positions alone.
         self.embed = nn.Embedding(self.vocab_size, dim)
         self.register_buffer("pos", sincos_1d(dim, torch.arange(max_length)).float(), persistent=False)
         self.blocks = nn.ModuleList(_EncoderBlock(dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.embed.weight, std=0.02)
 
     @property
     def name(self) -> str:
@@ -202,7 +203,9 @@ class SmallTextEncoder(nn.Module):
 
 
 class CaptionEmbedder(nn.Module):
-    """Encoder tokens -> the denoiser's width (PixArt-alpha's caption MLP), and the null caption.
+    """Encoder tokens -> the denoiser's width (PixArt-alpha's caption MLP, Xavier-initialised as the
+    denoiser's other linear layers: PixArt's std 0.02 suits 4096-wide T5 states, and shrinks a narrow
+    encoder's tokens to almost nothing), and the null caption.
 
     The null caption is one learned token (the rest masked), which stands in for a caption where
     ``TextEmbedding.drop`` is set; it exists when the model is trained with caption dropout

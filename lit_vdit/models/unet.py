@@ -313,9 +313,6 @@ class VideoUNet(nn.Module):
         self.apply(_basic_init)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        if self.caption_embedder is not None:
-            for layer in self.caption_embedder.proj[::2]:
-                nn.init.normal_(layer.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for module in self.modules():
