@@ -28,7 +28,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 demo: $(STAMP)
 	$(VENV)/bin/lit-vdit demo --out demo_out $(DEMO_ARGS)

@@ -61,7 +61,7 @@ def test_a_caption_conditioned_run_records_its_conditioning_and_text_costs(repo_
     # The trained encoder is in the checkpoint; a resumed run continues with it.
     main(["fit", *text_args(tmp_path, *extra), "--trainer.max_steps", "6", "--ckpt_path", "last"])
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert any(k.startswith("text_encoder.") for k in state) and any(k.startswith("text_ema.") for k in state)
+    assert any(k.startswith("text.trained.") for k in state) and any(k.startswith("text.ema.") for k in state)
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].iloc[-1] == 6
 
 

@@ -19,21 +19,15 @@ from torch import nn
 
 from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
-from lit_vdit.flops import denoiser_costs, six_nd, text_encoder_costs, vae_costs
+from lit_vdit.flops import denoiser_costs, six_nd, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
-from lit_vdit.models.text import (
-    CaptionEmbedder,
-    TextEmbedding,
-    TextEncoder,
-    encode_captions,
-    encoder_name,
-    is_frozen,
-)
+from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder, encoder_name
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
 from lit_vdit.modules.posthoc_ema import PowerEMA
+from lit_vdit.modules.text_conditioning import TextConditioning
 from lit_vdit.parallel import parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
@@ -121,20 +115,7 @@ class DiffusionModule(L.LightningModule):
             vae = load_frozen_vae(vae_checkpoint)
         self.vae: VideoAutoencoder = (vae or IdentityVAE()).eval().requires_grad_(False)
         self.vae_fingerprint = vae_fingerprint(self.vae)  # of the weights as loaded, before any casting
-        if text_encoder is not None and not isinstance(text_encoder, TextEncoder):
-            raise TypeError(
-                f"{type(text_encoder).__name__} is not a lit_vdit.models.text.TextEncoder (dim, max_length, "
-                f"tokenize, forward(ids, mask), fingerprint): use SmallTextEncoder or PretrainedTextEncoder"
-            )
-        # A frozen encoder is kept out of the state dict (its weights are the user's files, possibly
-        # gigabytes) and follows the module's device when used; a trainable one is a submodule.
-        self.text_encoder: nn.Module | None = None
-        self._frozen_text: tuple[nn.Module, ...] = ()
-        if text_encoder is not None and is_frozen(text_encoder):
-            self._frozen_text = (text_encoder.eval(),)
-        elif text_encoder is not None:
-            self.text_encoder = text_encoder
-        self.text_ema: EMA | None = None  # the trainable text encoder's average, beside the denoiser's
+        self.text = TextConditioning(text_encoder) if text_encoder is not None else None
         self.caption_dropout: float = 0.0  # drawn per sample in training_noise, as the label dropout
         self.sampler = sampler or default_sampler(self.objective)
         self.denoiser: Denoiser | None = None
@@ -154,13 +135,7 @@ class DiffusionModule(L.LightningModule):
     @property
     def encoder(self) -> TextEncoder | None:
         """The text encoder (frozen or trainable), or None for a class-conditional / unconditional model."""
-        return self._frozen_text[0] if self._frozen_text else self.text_encoder
-
-    @property
-    def text_fingerprint(self) -> str | None:
-        """The frozen text encoder's fingerprint (hashed when first asked: a large encoder's weights
-        take a while), recorded in checkpoints; None for a trained encoder, which they hold."""
-        return self._frozen_text[0].fingerprint() if self._frozen_text else None
+        return self.text.encoder if self.text is not None else None
 
     def conditioning_classes(self, num_classes: int) -> int:
         """Classes the denoiser is built with: none when it is conditioned on captions instead."""
@@ -196,7 +171,7 @@ class DiffusionModule(L.LightningModule):
             self.conditioning_classes(num_classes),
             (encoder.max_length, encoder.dim) if encoder is not None else None,
         )
-        text = text_encoder_costs(encoder) if encoder is not None else {}
+        text = self.text.costs() if self.text is not None else {}
         return {
             "clip_shape": list(clip_shape),
             "latent_shape": list(latent_shape),
@@ -238,9 +213,10 @@ class DiffusionModule(L.LightningModule):
             )
         if self.hparams.ema_decay > 0:
             self.ema = EMA(self.denoiser)
-            self.text_ema = EMA(self.text_encoder) if self.text_encoder is not None else None
+            if self.text is not None:
+                self.text.keep_average()
         if self.hparams.posthoc_ema:
-            if self.text_encoder is not None:
+            if self.text is not None and self.text.trained is not None:
                 raise ValueError(
                     "posthoc_ema averages the denoiser only, and this run also trains its text encoder: "
                     "use a frozen text encoder (PretrainedTextEncoder), or ema_decay instead of posthoc_ema"
@@ -288,8 +264,8 @@ class DiffusionModule(L.LightningModule):
         parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
         averages = [self.ema.module] if self.ema is not None else []
         averages += [p.module for p in self.power_ema.profiles] if self.power_ema is not None else []
-        if self.text_encoder is not None:  # trained: sharded (and its gradients reduced) like the denoiser
-            averages += [self.text_encoder] + ([self.text_ema.module] if self.text_ema is not None else [])
+        if self.text is not None:  # a trained encoder: sharded (its gradients reduced) like the denoiser
+            averages += self.text.trained_modules()
         for average in averages if mesh is not None else []:
             parallelize(average, mesh, precision)
 
@@ -303,24 +279,10 @@ class DiffusionModule(L.LightningModule):
         y = batch["label"].long() if self.conditioning_classes(self.hparams.num_classes) else None
         return x0, y
 
-    def caption_embedding(
-        self, batch: dict[str, Any], encoder: TextEncoder | None = None
-    ) -> TextEmbedding | None:
-        """The batch's captions as the denoiser takes them (None for a model without text): read from
-        a caption cache, else encoded now by ``encoder`` (default: the module's text encoder)."""
-        if self.encoder is None:
-            return None
-        if "text_tokens" in batch:  # precomputed by `lit-vdit cache-captions`
-            return TextEmbedding(batch["text_tokens"], batch["text_mask"])
-        if "caption" not in batch:
-            raise ValueError(
-                "the model is text-conditional but the batches carry no captions: give the data a caption "
-                "source (video folders: captions: manifest.csv or caption_template; the synthetic data "
-                "always has them), or drop the model's text_encoder"
-            )
-        if self._frozen_text and next(self._frozen_text[0].parameters()).device != self.device:
-            self._frozen_text[0].to(self.device)
-        return encode_captions(encoder or self.encoder, batch["caption"], self.device)
+    def caption_embedding(self, batch: dict[str, Any], averaged: bool = False) -> TextEmbedding | None:
+        """The batch's captions as the denoiser takes them (None for a model without text); see
+        :meth:`TextConditioning.embed`."""
+        return self.text.embed(batch, self.device, averaged) if self.text is not None else None
 
     def on_fit_start(self) -> None:
         self._noise_seed = torch.initial_seed()  # the run's seed (seed_everything), equal on every process
@@ -417,8 +379,8 @@ class DiffusionModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.update_ema()
-            if self.text_ema is not None:
-                self.text_ema.update(self.text_encoder, self.hparams.ema_decay)
+            if self.text is not None:
+                self.text.update_average(self.hparams.ema_decay)
         if self.power_ema is not None:
             step = self.trainer.global_step + 1  # Lightning counts this step once the hook returns
             self.power_ema.update(self.denoiser, step)
@@ -432,7 +394,7 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
         trained = [*self.denoiser.parameters()]
-        trained += [*self.text_encoder.parameters()] if self.text_encoder is not None else []
+        trained += [*self.text.parameters()] if self.text is not None else []  # a trained encoder's
         for p in trained:
             if p.requires_grad:
                 (decay if p.ndim >= 2 else no_decay).append(p)
@@ -483,8 +445,8 @@ class DiffusionModule(L.LightningModule):
         losses = {}
         models = {"raw": self.denoiser, "ema": self.ema} if self.ema is not None else {"raw": self.denoiser}
         for name, model in models.items():
-            if name == "ema" and self.text_ema is not None:  # the trained encoder's average with the EMA
-                text = self.caption_embedding(batch, self.text_ema.module)
+            if name == "ema" and self.text is not None and self.text.ema is not None:
+                text = self.caption_embedding(batch, averaged=True)  # the trained encoder's average
             fn = denoiser_fn(model, y, text=text)
             per_t = [
                 self.objective.loss(fn, x0, noise[i], timesteps[i].expand(x0.shape[0])) for i in range(k)
@@ -528,8 +490,7 @@ class DiffusionModule(L.LightningModule):
                     "a text-conditional model samples from prompts: give one caption per seed (for predict, "
                     "--data.init_args.prompts, a list or a file of one prompt per line)"
                 )
-            encoder = self.text_ema.module if use_ema and self.text_ema is not None else None
-            text = self.caption_embedding({"caption": captions}, encoder)
+            text = self.caption_embedding({"caption": captions}, averaged=use_ema)
         fn = denoiser_fn(
             model,
             y,
@@ -556,7 +517,7 @@ class DiffusionModule(L.LightningModule):
             "costs": self.costs,
             "vae_fingerprint": self.vae_fingerprint,
             "captions_encoded": self.captions_encoded,
-            "text_fingerprint": self.text_fingerprint,
+            "text_fingerprint": self.text.fingerprint if self.text is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -570,7 +531,7 @@ class DiffusionModule(L.LightningModule):
                 f"{list(self.latent_shape) if self.hparams.clip_shape else '?'}); configure the VAE the run "
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
-        own_text = self.text_fingerprint
+        own_text = self.text.fingerprint if self.text is not None else None
         saved_text = state.get("text_fingerprint", own_text)
         if saved_text != own_text:
             raise ValueError(
