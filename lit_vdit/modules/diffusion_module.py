@@ -353,8 +353,9 @@ class DiffusionModule(L.LightningModule):
                 f"(lr={self.hparams.lr}), add warm-up, or train in 32-bit / bf16-mixed instead of fp16"
             )
         self.samples_seen += x0.shape[0] * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch loss
-        self.log_dict(self.accounting(), reduce_fx="max")
+        n = x0.shape[0]  # given: a batch of captions holds lists, whose size Lightning would guess at
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)  # the global batch loss
+        self.log_dict(self.accounting(), reduce_fx="max", batch_size=n)
         return {"loss": loss, "sample_losses": sample_losses.detach()}
 
     def accounting(self) -> dict[str, float]:
