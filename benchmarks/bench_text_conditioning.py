@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             model = build()
             x0 = torch.randn(args.batch_size, *shape)
             times = training_step_times(
-                model, objective, x0, None, args.steps, text=None if text_dim is None else text
+                model, objective, x0, None, args.steps, warmup=10, text=None if text_dim is None else text
             )
             step = statistics.median(times)
             base = base or (flops, step)
