@@ -54,12 +54,17 @@ def evaluation_prompts(
 
 
 def run_protocol(
-    module: L.LightningModule, datamodule: VideoDataModule, num_videos: int, real_split: str = "val"
+    module: L.LightningModule,
+    datamodule: VideoDataModule,
+    num_videos: int,
+    real_split: str = "val",
+    prompts: list[str] | None = None,
 ) -> Protocol:
     """The protocol of a run's evaluation: dataset and its identity, clip shape, sampler, steps, guidance,
-    and the prompts generated from."""
+    and the prompts generated from (``prompts``, when the caller has read them: else
+    :func:`evaluation_prompts`)."""
     reals = len(datamodule.real_videos(real_split))
-    prompts = evaluation_prompts(module, datamodule, real_split)
+    prompts = prompts if prompts is not None else evaluation_prompts(module, datamodule, real_split)
     identity = datamodule.identity(real_split)
     _, frames, height, width = datamodule.clip_shape
     return Protocol(
@@ -130,19 +135,15 @@ def evaluate_module(
 ) -> dict[str, dict[str, Any]]:
     """Metrics of ``num_videos`` EMA samples against the real clips; on several processes (``shard``)
     each generates its block of the samples and every process returns the same values."""
-    protocol = run_protocol(module, datamodule, num_videos, real_split)
+    prompts = evaluation_prompts(module, datamodule, real_split)
+    protocol = run_protocol(module, datamodule, num_videos, real_split, prompts)
     shard = shard or Shard()
     was_training = module.training
     module.eval()
     try:
         return compute_video_metrics(
             real_clips(datamodule, real_split, shard.indices(protocol.num_real), batch_size),
-            generated_clips(
-                module,
-                shard.indices(num_videos),
-                batch_size,
-                prompts=evaluation_prompts(module, datamodule, real_split),
-            ),
+            generated_clips(module, shard.indices(num_videos), batch_size, prompts=prompts),
             protocol,
             metrics,
             cache_dir=cache_dir,

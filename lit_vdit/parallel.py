@@ -10,6 +10,7 @@ that owns the matching parameter shard and the EMA update is a local ``_foreach_
 from __future__ import annotations
 
 import torch
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
@@ -80,3 +81,23 @@ def parallelize(
         fully_shard(unit, reshard_after_forward=True, **kwargs)
     fully_shard(model, reshard_after_forward=True, **kwargs)
     return model
+
+
+def check_strategy(strategy: Strategy | None, vae: nn.Module, activation_checkpointing: bool) -> None:
+    """Refuse, before any model is wrapped, the combinations the strategy cannot run."""
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    if strategy.world_size > 1 and next(vae.parameters(), None) is not None:
+        # FSDP1 flattens the VAE into the root unit's shards, and encode/decode run outside the
+        # root's forward (evaluation, sampling), where only shard views exist.
+        raise ValueError(
+            "a VAE with weights under FSDPStrategy on several devices is not supported: use "
+            "configs/trainer/fsdp2_gpu.yaml (FSDP2 shards only the denoiser and its EMA; the frozen VAE "
+            "stays whole on every device) or DDP"
+        )
+    if activation_checkpointing:
+        raise ValueError(
+            "activation_checkpointing under FSDPStrategy: set the strategy's own "
+            "activation_checkpointing_policy (e.g. {lit_vdit.models.dit.DiTBlock}) instead, or use "
+            "FSDP2 (configs/trainer/fsdp2_gpu.yaml), DDP or one device, where the module applies it"
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
 from lit_vdit.data.datamodule import VideoDataModule, process_share
@@ -22,13 +22,13 @@ from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sample
 from lit_vdit.flops import denoiser_costs, six_nd, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
-from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder, encoder_name
+from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.ema import EMA
-from lit_vdit.modules.lr_schedules import check_schedule, lr_factor
+from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_schedules
 from lit_vdit.modules.posthoc_ema import PowerEMA
-from lit_vdit.modules.text_conditioning import TextConditioning
-from lit_vdit.parallel import parallelize
+from lit_vdit.modules.text_conditioning import TextConditioning, restore_text_state, text_checkpoint_state
+from lit_vdit.parallel import check_strategy, parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
 # it must implement is checked when the model is built (check_denoiser). A text-conditional model is
@@ -125,7 +125,6 @@ class DiffusionModule(L.LightningModule):
         self.costs: dict[str, int] = {}
         self.samples_seen = 0
         self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
-        self.captions_encoded = 0  # training captions the text encoder encoded (not from a caption cache)
         self._noise_seed = 0
         self._parallelized = False  # parallelize() applied to this denoiser
         if clip_shape is not None and num_classes is not None:
@@ -238,21 +237,7 @@ class DiffusionModule(L.LightningModule):
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
         strategy = trainer.strategy if trainer is not None else None
-        sharded_fsdp1 = isinstance(strategy, FSDPStrategy) and trainer.world_size > 1
-        if sharded_fsdp1 and next(self.vae.parameters(), None) is not None:
-            # FSDP1 flattens the VAE into the root unit's shards, and encode/decode run outside the
-            # root's forward (evaluation, sampling), where only shard views exist.
-            raise ValueError(
-                "a VAE with weights under FSDPStrategy on several devices is not supported: use "
-                "configs/trainer/fsdp2_gpu.yaml (FSDP2 shards only the denoiser and its EMA; the frozen VAE "
-                "stays whole on every device) or DDP"
-            )
-        if self.hparams.activation_checkpointing and isinstance(strategy, FSDPStrategy):
-            raise ValueError(
-                "activation_checkpointing under FSDPStrategy: set the strategy's own "
-                "activation_checkpointing_policy (e.g. {lit_vdit.models.dit.DiTBlock}) instead, or use "
-                "FSDP2 (configs/trainer/fsdp2_gpu.yaml), DDP or one device, where the module applies it"
-            )
+        check_strategy(strategy, self.vae, self.hparams.activation_checkpointing)
         if self._parallelized:
             return  # configure_model runs again in every fit/validate/predict of the same module
         self._parallelized = True
@@ -288,18 +273,7 @@ class DiffusionModule(L.LightningModule):
         self._noise_seed = torch.initial_seed()  # the run's seed (seed_everything), equal on every process
 
     def on_train_start(self) -> None:
-        # The next update's learning rate follows this run's schedule at its step. A checkpoint holds
-        # the rate its own schedule set, and a cooldown branch resumes a constant-rate trunk's state
-        # into a WSD run (experiments.cooldown): its first update must already cool down.
-        for config in self.trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            rates = [
-                base * f(scheduler.last_epoch)
-                for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
-            ]
-            for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
-                group["lr"] = rate
-            scheduler._last_lr = rates
+        resume_schedules(self.trainer.lr_scheduler_configs)
 
     def global_positions(self, batch_index: int, batch_size: int, n: int) -> list[int]:
         """Where this process's ``n`` samples of batch ``batch_index`` sit in the global sample order.
@@ -338,7 +312,7 @@ class DiffusionModule(L.LightningModule):
         if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
             self.samples_encoded += x0.shape[0] * self.trainer.world_size
         if text is not None and "text_tokens" not in batch:  # encoded now, not once in a caption cache
-            self.captions_encoded += x0.shape[0] * self.trainer.world_size
+            self.text.captions_encoded += x0.shape[0] * self.trainer.world_size
         t, noise, uniform = self.training_noise(x0, batch_idx)
         if self.label_dropout is not None and y is not None:
             probability, null_class = self.label_dropout
@@ -365,13 +339,14 @@ class DiffusionModule(L.LightningModule):
         encoder's (forward for a frozen one, 0 from a caption cache; forward + backward when trained)."""
         tokens = self.samples_seen * self.costs["tokens_per_sample"]
         per_caption = self.costs.get("text_encoder_flops_train") or self.costs.get("text_encoder_flops", 0)
+        captions = self.text.captions_encoded if self.text is not None else 0
         return {
             "samples_seen": float(self.samples_seen),
             "tokens_seen": float(tokens),
             "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
             "flops_6nd": six_nd(self.costs["params_non_embedding"], tokens),
             "flops_vae_encode": float(self.samples_encoded * self.costs["vae_encode_flops"]),
-            "flops_text_encoder": float(self.captions_encoded * per_caption),
+            "flops_text_encoder": float(captions * per_caption),
         }
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -517,8 +492,7 @@ class DiffusionModule(L.LightningModule):
             "samples_encoded": self.samples_encoded,
             "costs": self.costs,
             "vae_fingerprint": self.vae_fingerprint,
-            "captions_encoded": self.captions_encoded,
-            "text_fingerprint": self.text.fingerprint if self.text is not None else None,
+            **text_checkpoint_state(self.text),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -532,14 +506,6 @@ class DiffusionModule(L.LightningModule):
                 f"{list(self.latent_shape) if self.hparams.clip_shape else '?'}); configure the VAE the run "
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
-        own_text = self.text.fingerprint if self.text is not None else None
-        saved_text = state.get("text_fingerprint", own_text)
-        if saved_text != own_text:
-            raise ValueError(
-                f"this checkpoint was trained with another frozen text encoder (fingerprint "
-                f"{str(saved_text)[:16]}) than the one configured ({encoder_name(self.encoder) or 'none'}, "
-                f"fingerprint {str(own_text)[:16]}): configure the text encoder the run was trained with"
-            )
+        restore_text_state(self.text, state)
         self.samples_seen = int(state.get("samples_seen", 0))
         self.samples_encoded = int(state.get("samples_encoded", 0))
-        self.captions_encoded = int(state.get("captions_encoded", 0))

@@ -11,6 +11,8 @@ several lengths can share one constant-rate trunk and branch off it at
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 SCHEDULES = ("constant", "cosine", "wsd")
 DECAY_SHAPES = ("linear", "1-sqrt", "cosine")
@@ -79,3 +81,20 @@ def lr_factor(
         return 1.0
     progress = min(1.0, (step - start + 1) / (total_steps - start))
     return min_lr_ratio + (1 - min_lr_ratio) * _decay(decay_shape, progress)
+
+
+def resume_schedules(lr_scheduler_configs: Sequence[Any]) -> None:
+    """Set each optimiser's rate to what its LambdaLR schedule gives at its current step.
+
+    A checkpoint holds the rate its own schedule set, and a cooldown branch resumes a constant-rate
+    trunk's state into a WSD run (experiments.cooldown): its first update must already cool down.
+    """
+    for config in lr_scheduler_configs:
+        scheduler = config.scheduler
+        rates = [
+            base * f(scheduler.last_epoch)
+            for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        ]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate
+        scheduler._last_lr = rates

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lit_vdit.flops import text_encoder_costs
-from lit_vdit.models.text import TextEmbedding, TextEncoder, encode_captions, is_frozen
+from lit_vdit.models.text import TextEmbedding, TextEncoder, encode_captions, encoder_name, is_frozen
 from lit_vdit.modules.ema import EMA
 
 
@@ -32,6 +32,7 @@ class TextConditioning(nn.Module):
         self._frozen: tuple[nn.Module, ...] = (encoder.eval(),) if is_frozen(encoder) else ()
         self.trained: nn.Module | None = None if self._frozen else encoder
         self.ema: EMA | None = None
+        self.captions_encoded = 0  # training captions encoded on the fly (not read from a caption cache)
 
     @property
     def encoder(self) -> TextEncoder:
@@ -75,3 +76,27 @@ class TextConditioning(nn.Module):
             self._frozen[0].to(device)
         encoder = self.ema.module if averaged and self.ema is not None else self.encoder
         return encode_captions(encoder, batch["caption"], device)
+
+
+def text_checkpoint_state(text: TextConditioning | None) -> dict[str, Any]:
+    """What a checkpoint records of a module's text side: the frozen encoder's fingerprint (its weights
+    are not saved) and the captions encoded so far (the encoder's share of the training FLOPs)."""
+    if text is None:
+        return {"text_fingerprint": None, "captions_encoded": 0}
+    return {"text_fingerprint": text.fingerprint, "captions_encoded": text.captions_encoded}
+
+
+def restore_text_state(text: TextConditioning | None, state: dict[str, Any]) -> None:
+    """Resume the text side from a checkpoint's :func:`text_checkpoint_state`, refusing a checkpoint
+    trained with another frozen encoder (or with one, or without, when this module differs)."""
+    own = text.fingerprint if text is not None else None
+    saved = state.get("text_fingerprint", own)
+    if saved != own:
+        name = encoder_name(text.encoder) if text is not None else "none"
+        raise ValueError(
+            f"this checkpoint was trained with another frozen text encoder (fingerprint {str(saved)[:16]}) "
+            f"than the one configured ({name}, fingerprint {str(own)[:16]}): configure the text encoder "
+            f"the run was trained with"
+        )
+    if text is not None:
+        text.captions_encoded = int(state.get("captions_encoded", 0))
