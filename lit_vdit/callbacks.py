@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_vdit import schema
 from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.diffusion import timestep_shift
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics.evaluate import process_block
 from lit_vdit.models.text import encoder_name
@@ -202,6 +203,7 @@ class ScalingRecorder(Callback):
             "conditioning": pl_module.denoiser.conditioning,
             "text_encoder": encoder_name(pl_module.encoder),
             "objective": type(pl_module.objective).__name__,
+            "timestep_shift": timestep_shift(pl_module.objective, pl_module.latent_shape),
             "strategy": type(strategy).__name__,
             "precision": str(trainer.precision),
             "world_size": trainer.world_size,

@@ -75,7 +75,7 @@ def denoiser_costs(
     embedding = model.embedding_parameters()
     x = torch.zeros(1, *input_shape, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta") if num_classes else None
-    t = objective.sample_timesteps(1, torch.device("cpu")).to("meta")
+    t = objective.at_size(x[0, 0].numel()).sample_timesteps(1, torch.device("cpu")).to("meta")
     text = None
     if text_shape is not None:
         tokens = torch.zeros(1, *text_shape, device="meta")

@@ -83,11 +83,13 @@ def parallelize(
     return model
 
 
-def check_strategy(strategy: Strategy | None, vae: nn.Module, activation_checkpointing: bool) -> None:
+def check_strategy(
+    strategy: Strategy | None, world_size: int, vae: nn.Module, activation_checkpointing: bool
+) -> None:
     """Refuse, before any model is wrapped, the combinations the strategy cannot run."""
     if not isinstance(strategy, FSDPStrategy):
         return
-    if strategy.world_size > 1 and next(vae.parameters(), None) is not None:
+    if world_size > 1 and next(vae.parameters(), None) is not None:
         # FSDP1 flattens the VAE into the root unit's shards, and encode/decode run outside the
         # root's forward (evaluation, sampling), where only shard views exist.
         raise ValueError(

@@ -73,6 +73,7 @@ RUN_SETTINGS: tuple[Column, ...] = (
     Column("conditioning", "", "class, none, or text-cross / text-joint / text-pooled (the mechanism)"),
     Column("text_encoder", "", "text encoder class (SmallTextEncoder, PretrainedTextEncoder:<model>)"),
     Column("objective", "", "objective class"),
+    Column("timestep_shift", "", "rectified flow's timestep shift at the run's clip size (1: none)"),
 )
 # Present only in the grids of a mode: IsoFLOP budgets; cooldown branches (experiments.cooldown).
 RUN_GRID_MODES: tuple[Column, ...] = (

@@ -40,7 +40,7 @@ def training_step_times(
             torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         )
         with autocast:
-            t = objective.sample_timesteps(len(x0), device)
+            t = objective.at_size(x0[0, 0].numel()).sample_timesteps(len(x0), device)
             loss = objective.loss(denoiser_fn(model, y, text=text), x0, torch.randn_like(x0), t).mean()
         loss.backward()
         optimizer.step()

@@ -90,8 +90,9 @@ def _perfect_denoiser(objective, data):
         (GaussianDiffusion("v", "cosine"), DDIMSampler(steps=20, eta=1.0)),
         (RectifiedFlow(), EulerSampler(steps=10)),
         (RectifiedFlow(), HeunSampler(steps=5)),
+        (RectifiedFlow(shift=3.0), HeunSampler(steps=5)),
     ],
-    ids=["ddpm", "ddim", "ddim-eta1-v", "euler", "heun"],
+    ids=["ddpm", "ddim", "ddim-eta1-v", "euler", "heun", "heun-shifted"],
 )
 def test_samplers_turn_a_perfect_denoiser_into_the_data(objective, sampler):
     data = torch.rand(1, 3, 2, 4, 4) * 2 - 1
@@ -105,6 +106,25 @@ def test_samplers_turn_a_perfect_denoiser_into_the_data(objective, sampler):
     else:
         sample = sampler.sample(objective, _perfect_denoiser(objective, data), noise)
     assert torch.allclose(sample, data.expand_as(sample), atol=1e-3)
+
+
+def test_timestep_shift_moves_every_time_toward_noise_by_the_clip_size():
+    flow = RectifiedFlow(shift=1.0, shift_base_size=256)  # SD3: s = sqrt(positions / base)
+    assert flow.at_size(256).shift == 1.0 and flow.at_size(1024).shift == 2.0
+    assert torch.allclose(
+        RectifiedFlow(shift=3.0).shifted(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([0, 0.75, 1])
+    )
+    large = flow.at_size(4096)  # s = 4: t = 0.5 -> 0.8
+    times = large.sampling_times(8)
+    assert times[0] == 1 and times[-1] == 0 and bool((times.diff() < 0).all())
+    assert times[4] == pytest.approx(0.8)
+    assert large.validation_timesteps(2)[0] > flow.at_size(256).validation_timesteps(2)[0]
+    median = large.sample_timesteps(20_000, torch.device("cpu"), torch.Generator().manual_seed(0)).median()
+    assert median == pytest.approx(0.8, abs=0.02)
+    with pytest.raises(ValueError, match="at_size"):
+        flow.sample_timesteps(2, torch.device("cpu"))
+    with pytest.raises(ValueError, match="must be positive"):
+        RectifiedFlow(shift=0.0)
 
 
 def test_sampler_refuses_the_wrong_objective():

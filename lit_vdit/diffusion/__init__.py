@@ -1,6 +1,6 @@
 """Noise schedules, objectives and samplers: pure tensors in, tensors out (no Lightning)."""
 
-from lit_vdit.diffusion.objectives import GaussianDiffusion, Objective, RectifiedFlow
+from lit_vdit.diffusion.objectives import GaussianDiffusion, Objective, RectifiedFlow, timestep_shift
 from lit_vdit.diffusion.samplers import (
     DDIMSampler,
     DDPMSampler,
@@ -22,4 +22,5 @@ __all__ = [
     "Sampler",
     "default_sampler",
     "denoiser_fn",
+    "timestep_shift",
 ]

@@ -28,6 +28,10 @@ class Objective(Protocol):
 
     learn_sigma: bool  # the model also outputs a variance (twice the channels)
 
+    def at_size(self, positions: int) -> Objective:
+        """The objective for clips of ``positions`` latent positions (T*H*W): itself, or with its
+        resolution-dependent timestep shift resolved."""
+
     def sample_timesteps(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
@@ -152,6 +156,9 @@ class GaussianDiffusion:
         return out
 
     # -- training --------------------------------------------------------------------------------
+    def at_size(self, positions: int) -> Objective:
+        return self  # its schedule is fixed (a shifted schedule is another ``schedule``)
+
     def sample_timesteps(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -242,22 +249,59 @@ class RectifiedFlow:
 
     Training times follow a logit-normal distribution (Esser et al. 2024, SD3); the model sees
     ``1000 * t`` so that the timestep embedder works on the same scale as for diffusion.
+
+    Timestep shift (SD3, Open-Sora): every time (training, validation, sampling) is mapped by
+    ``t -> s t / (1 + (s - 1) t)``, ``s > 1`` spending more of them at high noise, which larger clips
+    need (their pixels are more redundant, so a noise level destroys less). ``s = shift``, times
+    ``sqrt(positions / shift_base_size)`` when ``shift_base_size`` is given: the shift then follows
+    each clip's latent positions T*H*W (SD3's sqrt(m / n) over resolution and, as Open-Sora, frames).
     """
 
     learn_sigma = False
 
-    def __init__(self, logit_mean: float = 0.0, logit_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        shift: float = 1.0,
+        shift_base_size: int | None = None,
+    ) -> None:
+        if shift <= 0 or (shift_base_size is not None and shift_base_size <= 0):
+            raise ValueError(
+                f"timestep shift {shift} and shift_base_size {shift_base_size} must be positive (shift 1 and "
+                f"no base: no shift)"
+            )
         self.logit_mean = logit_mean
         self.logit_std = logit_std
+        self.shift = float(shift)
+        self.shift_base_size = shift_base_size
+
+    def at_size(self, positions: int) -> Objective:
+        if self.shift_base_size is None:
+            return self
+        shift = self.shift * math.sqrt(positions / self.shift_base_size)
+        return RectifiedFlow(self.logit_mean, self.logit_std, shift)
+
+    def shifted(self, t: torch.Tensor) -> torch.Tensor:
+        if self.shift_base_size is not None:
+            raise ValueError(
+                "this RectifiedFlow's shift depends on the clip size (shift_base_size): take "
+                "objective.at_size(T * H * W) of the clips first"
+            )
+        return t if self.shift == 1.0 else self.shift * t / (1 + (self.shift - 1) * t)
 
     def sample_timesteps(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         z = torch.randn(n, device=device, generator=generator)
-        return torch.sigmoid(self.logit_mean + self.logit_std * z)
+        return self.shifted(torch.sigmoid(self.logit_mean + self.logit_std * z))
 
     def validation_timesteps(self, k: int) -> torch.Tensor:
-        return (torch.arange(k, dtype=torch.float32) + 0.5) / k
+        return self.shifted((torch.arange(k, dtype=torch.float32) + 0.5) / k)
+
+    def sampling_times(self, steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``steps + 1`` times of an ODE sampler, from 1 (noise) to 0 (data), uniform before the shift."""
+        return self.shifted(torch.linspace(1.0, 0.0, steps + 1, device=device))
 
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         return 1000.0 * t.float()
@@ -278,3 +322,11 @@ class RectifiedFlow:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
         return x_t - t * out, x_t + (1 - t) * out
+
+
+def timestep_shift(objective: Objective, latent_shape: tuple[int, ...]) -> float | None:
+    """The timestep shift a rectified flow applies to clips of ``latent_shape`` (C, T, H, W); None for
+    an objective without one (Gaussian diffusion)."""
+    if not isinstance(objective, RectifiedFlow):
+        return None
+    return objective.at_size(math.prod(latent_shape[1:])).shift

@@ -157,12 +157,13 @@ class DDIMSampler(DiffusionSampler):
 
 
 class EulerSampler(_ObjectiveSampler):
-    """Euler integration of the flow ODE from t=1 (noise) to t=0 (data) in ``steps`` uniform steps."""
+    """Euler integration of the flow ODE from t=1 (noise) to t=0 (data) in ``steps`` steps, uniform
+    before the objective's timestep shift (:meth:`RectifiedFlow.sampling_times`)."""
 
     objective_kind = RectifiedFlow
 
     def integrate(self, objective: RectifiedFlow, model_fn, noise, generator) -> torch.Tensor:
-        times = torch.linspace(1.0, 0.0, self.steps + 1, device=noise.device)
+        times = objective.sampling_times(self.steps, noise.device)
         x = noise
         for t_cur, t_next in zip(times[:-1], times[1:], strict=True):
             x = self.step(objective, model_fn, x, t_cur, t_next)

@@ -3,6 +3,8 @@
 Follows facebookresearch/DiT (Peebles & Xie 2023) and extends it to video:
 - patches of size (pt, ph, pw) over a (C, T, H, W) latent clip;
 - fixed 3D sin-cos position embedding, or 3D RoPE inside attention;
+- clips of any (T, H, W) divisible by the patch, up to ``max_tokens`` tokens: position tables and
+  RoPE angles are computed for each batch's token grid (and kept); images are T=1 clips;
 - attention layout ``full`` (joint space-time attention, as CogVideoX / Sora) or ``interleaved``
   (alternating spatial and temporal blocks, as Latte);
 - text conditioning on caption tokens: ``cross`` attention in every block (PixArt-alpha, Open-Sora
@@ -19,15 +21,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from lit_vdit.models.image_init import inflate_image_dit
 from lit_vdit.models.layers import (
     Attention,
     CrossAttention,
     LabelEmbedder,
     Mlp,
+    Rotary,
     RotaryEmbedding3D,
     TimestepEmbedder,
     modulate,
+    sincos_2d,
     sincos_3d,
+    sincos_temporal,
 )
 from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, masked_mean
 
@@ -108,9 +114,7 @@ class DiTBlock(nn.Module):
         elif text == "joint":
             self.text_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def attend(
-        self, x: torch.Tensor, grid: tuple[int, int, int], rope: RotaryEmbedding3D | None
-    ) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, grid: tuple[int, int, int], rope: Rotary | None) -> torch.Tensor:
         if self.layout == "full":
             return self.attn(x, rope)
         t, h, w = grid
@@ -125,7 +129,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         c: torch.Tensor,
         grid: tuple[int, int, int],
-        rope: RotaryEmbedding3D | None,
+        rope: Rotary | None,
         text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -145,7 +149,7 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         c: torch.Tensor,
-        rope: RotaryEmbedding3D | None,
+        rope: Rotary | None,
         text: torch.Tensor,
         text_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +201,13 @@ class VideoDiT(nn.Module):
             "joint" text-video attention, or "pooled" (masked mean of the caption tokens added to the
             timestep embedding).
         caption_dropout_prob: caption dropout for classifier-free guidance (adds a learned null caption).
+        max_tokens: the most tokens a clip may have; None: those of ``input_shape``. Any clip of
+            ``C`` channels whose (T, H, W) the patch divides is taken, up to this many tokens.
+        temporal_gate: scale the temporal part of the sin-cos table by a learned per-channel gate,
+            zero at init (so a static clip's frames start out position-identical); None: on when
+            initialised from an image DiT.
+        init_checkpoint: a facebookresearch/DiT image checkpoint (``.pt``, loaded with
+            ``weights_only=True``) to initialise from (:func:`lit_vdit.models.image_init.inflate_image_dit`).
     """
 
     def __init__(
@@ -217,6 +228,9 @@ class VideoDiT(nn.Module):
         text_dim: int | None = None,
         text_conditioning: TextConditioning = "cross",
         caption_dropout_prob: float = 0.1,
+        max_tokens: int | None = None,
+        temporal_gate: bool | None = None,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         (preset_hidden, preset_depth, preset_heads), preset_patch = parse_preset(preset)
@@ -237,6 +251,11 @@ class VideoDiT(nn.Module):
                 )
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if init_checkpoint is not None and position != "sincos":
+            raise ValueError(
+                "init_checkpoint: facebookresearch/DiT's image models use a fixed sin-cos position table; "
+                "build the video DiT with position='sincos' to initialise it from one"
+            )
         if attention not in ("full", "interleaved"):
             raise ValueError(f"attention must be 'full' or 'interleaved', got {attention!r}")
         if position not in ("sincos", "rope"):
@@ -259,6 +278,12 @@ class VideoDiT(nn.Module):
         self.patch_size = patch_size
         self.grid = (frames // patch_size[0], height // patch_size[1], width // patch_size[2])
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.max_tokens = int(max_tokens or self.num_tokens)
+        if self.max_tokens < self.num_tokens:
+            raise ValueError(
+                f"max_tokens={self.max_tokens} is below the {self.num_tokens} tokens of input_shape "
+                f"{tuple(input_shape)}: raise max_tokens or build for a smaller input_shape"
+            )
         self.hidden_size = hidden_size
 
         self.x_embedder = PatchEmbed3D(patch_size, channels, hidden_size)
@@ -270,12 +295,18 @@ class VideoDiT(nn.Module):
         )
         # Fixed (not trained) sin-cos table, kept as a frozen parameter as in DiT so that parameter
         # counts match the paper; RoPE instead rotates queries and keys inside attention.
+        # Other grids' tables are computed when first met (position_table) and kept.
+        gated = (init_checkpoint is not None) if temporal_gate is None else temporal_gate
+        self.temporal_gate = (
+            nn.Parameter(torch.zeros(hidden_size)) if gated and position == "sincos" else None
+        )
         if position == "sincos":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, hidden_size), requires_grad=False)
             self.rope = None
         else:
             self.pos_embed = None
-            self.rope = RotaryEmbedding3D(hidden_size // num_heads, self.grid)
+            self.rope = RotaryEmbedding3D(hidden_size // num_heads)
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         layouts = (
             ["full"] * depth
             if attention == "full"
@@ -289,6 +320,8 @@ class VideoDiT(nn.Module):
             hidden_size, patch_size[0] * patch_size[1] * patch_size[2], self.out_channels
         )
         self.initialize_weights()
+        if init_checkpoint is not None:
+            inflate_image_dit(self, init_checkpoint)
 
     @property
     def null_class(self) -> int | None:
@@ -317,6 +350,8 @@ class VideoDiT(nn.Module):
         self.apply(_basic_init)
         if self.pos_embed is not None:
             self.pos_embed.data.copy_(sincos_3d(self.hidden_size, self.grid).unsqueeze(0))
+        if self.temporal_gate is not None:
+            nn.init.zeros_(self.temporal_gate)
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
@@ -345,17 +380,45 @@ class VideoDiT(nn.Module):
         return list(self.blocks)
 
     def embedding_parameters(self) -> int:
-        """Parameters of lookup tables (position and class embeddings, the null caption), excluded
-        from non-embedding N."""
-        tables = [self.pos_embed] if self.pos_embed is not None else []
+        """Parameters of lookup tables (position and class embeddings, the temporal gate, the null
+        caption), excluded from non-embedding N."""
+        tables = [p for p in (self.pos_embed, self.temporal_gate) if p is not None]
         if self.y_embedder is not None:
             tables.append(self.y_embedder.embedding_table.weight)
         null = self.caption_embedder.embedding_parameters() if self.caption_embedder is not None else 0
         return sum(p.numel() for p in tables) + null
 
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+    def token_grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """The (T, H, W) token grid of a (B, C, T, H, W) batch, refusing shapes the model cannot take."""
+        _, channels, *sizes = shape
+        grid = tuple(size // p for size, p in zip(sizes, self.patch_size, strict=True))
+        divisible = all(size % p == 0 and size >= p for size, p in zip(sizes, self.patch_size, strict=True))
+        tokens = grid[0] * grid[1] * grid[2]
+        if channels != self.in_channels or not divisible or tokens > self.max_tokens:
+            raise ValueError(
+                f"VideoDiT takes (C, T, H, W) clips with C={self.in_channels}, T, H and W divisible by its "
+                f"patch {self.patch_size} and at most max_tokens={self.max_tokens} tokens "
+                f"(T/pt * H/ph * W/pw); got {tuple(shape[1:])} ({tokens} tokens): resize or crop the clip "
+                f"to such a shape, or build the model with a larger max_tokens"
+            )
+        return grid
+
+    def position_table(self, grid: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
+        """(1, T*H*W, D) sin-cos positions of ``grid`` (the built grid's is ``pos_embed``, DiT's table)."""
+        if grid == self.grid and self.temporal_gate is None:
+            return self.pos_embed
+        key = (grid, like.device, like.dtype)
+        if key not in self._tables:
+            temporal = sincos_temporal(self.hidden_size, grid)
+            spatial = sincos_2d(self.hidden_size, grid[1], grid[2]).repeat(grid[0], 1)
+            table = (spatial if self.temporal_gate is not None else sincos_3d(self.hidden_size, grid)).float()
+            self._tables[key] = (table.to(like)[None], temporal.float().to(like)[None])
+        table, temporal = self._tables[key]
+        return table if self.temporal_gate is None else table + self.temporal_gate.to(like) * temporal
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         pt, ph, pw = self.patch_size
-        t, h, w = self.grid
+        t, h, w = grid
         return rearrange(
             x, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw
         )
@@ -367,16 +430,14 @@ class VideoDiT(nn.Module):
         y: torch.Tensor | None = None,
         text: TextEmbedding | None = None,
     ) -> torch.Tensor:
-        """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None,
-        text: the captions' (B, L, text_dim) tokens and mask, or None."""
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"VideoDiT built for input (C, T, H, W)={self.input_shape}, got {tuple(x.shape[1:])}"
-            )
-        tokens = self.x_embedder(x)
+        """x: (B, C, T, H, W) noisy latents of any shape :meth:`token_grid` allows, t: (B,) timesteps,
+        y: (B,) class labels or None, text: the captions' (B, L, text_dim) tokens and mask, or None."""
+        grid = self.token_grid(x.shape)
+        tokens = self.x_embedder(x)  # (B, N, D), N = T/pt * H/ph * W/pw
         if self.pos_embed is not None:
-            tokens = tokens + self.pos_embed
-        c = self.t_embedder(t)
+            tokens = tokens + self.position_table(grid, tokens)
+        rope = self.rope.at(grid, x.device) if self.rope is not None else None
+        c = self.t_embedder(t)  # (B, D)
         if self.y_embedder is not None:
             if y is None:
                 raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
@@ -390,5 +451,5 @@ class VideoDiT(nn.Module):
                 c = c + masked_mean(context, context_mask)
                 context = None
         for block in self.blocks:
-            tokens, context = block(tokens, c, self.grid, self.rope, context, context_mask)
-        return self.unpatchify(self.final_layer(tokens, c))
+            tokens, context = block(tokens, c, grid, rope, context, context_mask)
+        return self.unpatchify(self.final_layer(tokens, c), grid)  # (B, out_channels, T, H, W)

@@ -88,6 +88,15 @@ def sincos_2d(dim: int, height: int, width: int) -> torch.Tensor:
     return torch.cat([sincos_1d(dim // 2, columns), sincos_1d(dim // 2, rows)], dim=1)
 
 
+def sincos_temporal(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """The temporal part of :func:`sincos_3d`: each token's frame's sin-cos row taken relative to frame 0
+    (zero in the first frame), (T*H*W, dim) in float64."""
+    t, h, w = grid
+    frames = torch.arange(t)
+    temporal = sincos_1d(dim, frames) - sincos_1d(dim, torch.zeros_like(frames))  # (T, dim), 0 at t=0
+    return temporal.repeat_interleave(h * w, dim=0)
+
+
 def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     """3D sin-cos position embedding for a (T, H, W) token grid, shape (T*H*W, dim), row-major.
 
@@ -97,42 +106,55 @@ def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     clip, get exactly DiT's table, and an image-trained DiT transfers to video.
     """
     t, h, w = grid
-    spatial = sincos_2d(dim, h, w)  # (H*W, dim)
-    frames = torch.arange(t)
-    temporal = sincos_1d(dim, frames) - sincos_1d(dim, torch.zeros_like(frames))  # (T, dim), 0 at t=0
-    return (temporal[:, None, :] + spatial[None]).reshape(t * h * w, dim).float()
+    spatial = sincos_2d(dim, h, w).repeat(t, 1)  # (T*H*W, dim)
+    return (sincos_temporal(dim, grid) + spatial).float()
 
 
-class RotaryEmbedding3D(nn.Module):
-    """3D rotary position embedding: the head dimension is split into time, height and width parts."""
+class Rotary:
+    """RoPE angles of one token grid: rotates (B, heads, L, head_dim) queries or keys."""
 
-    def __init__(self, head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0) -> None:
-        super().__init__()
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        self.cos, self.sin = cos, sin  # (T*H*W, head_dim / 2)
+
+    def __call__(self, x: torch.Tensor, tokens: slice = slice(None)) -> torch.Tensor:
+        """``tokens`` selects the grid positions of ``x``'s tokens: full attention uses every position;
+        spatial attention the first frame (``slice(0, H*W)``) and temporal attention one column
+        (``slice(0, None, H*W)``): only relative positions matter."""
+        x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = self.cos[tokens], self.sin[tokens]
+        rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return rotated.flatten(-2).type_as(x)
+
+
+class RotaryEmbedding3D:
+    """3D rotary position embedding: the head dimension is split into time, height and width parts.
+
+    Holds no weights: the angles of each token grid are computed when first asked for (:meth:`at`)
+    and kept, so one model takes clips of any shape.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
         pairs = head_dim // 2
         pairs_t = pairs // 4
         pairs_h = (pairs - pairs_t) // 2
-        pairs_w = pairs - pairs_t - pairs_h
-        axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")
-        angles = []
-        for axis, n_pairs in zip(axes, (pairs_t, pairs_h, pairs_w), strict=True):
-            freqs = 1.0 / theta ** (torch.arange(n_pairs, dtype=torch.float64) / max(n_pairs, 1))
-            angles.append(axis.reshape(-1, 1) * freqs[None])
-        angle = torch.cat(angles, dim=1)  # (L, head_dim / 2)
-        self.register_buffer("cos", angle.cos().float(), persistent=False)
-        self.register_buffer("sin", angle.sin().float(), persistent=False)
+        self.pairs = (pairs_t, pairs_h, pairs - pairs_t - pairs_h)
+        self.theta = theta
+        self._grids: dict[tuple[tuple[int, int, int], torch.device], Rotary] = {}
 
-    def forward(self, x: torch.Tensor, tokens: slice = slice(None)) -> torch.Tensor:
-        """Rotate (B, heads, L, head_dim) queries or keys; ``tokens`` selects their grid positions.
-
-        Full attention uses every position; spatial attention the first frame (``slice(0, H*W)``) and
-        temporal attention one column (``slice(0, None, H*W)``): only relative positions matter.
-        """
-        x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-        cos, sin = self.cos[tokens].to(x.device), self.sin[tokens].to(x.device)
-        rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-        return rotated.flatten(-2).type_as(x)
+    def at(self, grid: tuple[int, int, int], device: torch.device | str = "cpu") -> Rotary:
+        """The rotation of a (T, H, W) token grid, on ``device``."""
+        key = (tuple(grid), torch.device(device))
+        if key not in self._grids:
+            axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")
+            angles = []
+            for axis, n_pairs in zip(axes, self.pairs, strict=True):
+                freqs = 1.0 / self.theta ** (torch.arange(n_pairs, dtype=torch.float64) / max(n_pairs, 1))
+                angles.append(axis.reshape(-1, 1) * freqs[None])
+            angle = torch.cat(angles, dim=1)  # (L, head_dim / 2)
+            self._grids[key] = Rotary(angle.cos().float().to(device), angle.sin().float().to(device))
+        return self._grids[key]
 
 
 def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -163,7 +185,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryEmbedding3D | None = None,
+        rope: Rotary | None = None,
         rope_tokens: slice = slice(None),
         mask: torch.Tensor | None = None,
         rope_len: int | None = None,

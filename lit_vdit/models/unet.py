@@ -96,7 +96,6 @@ class AttentionBlock(nn.Module):
         self,
         channels: int,
         num_heads: int,
-        frames: int,
         layout: Literal["spatial", "temporal"],
         context_dim: int | None = None,
     ) -> None:
@@ -104,12 +103,19 @@ class AttentionBlock(nn.Module):
         self.layout = layout
         self.norm = group_norm(channels)
         self.attn = Attention(channels, num_heads)
-        if layout == "temporal":  # fixed sin-cos frame positions (spatial attention needs none: convs)
-            self.register_buffer("pos", sincos_1d(channels, torch.arange(frames)).float(), persistent=False)
+        self.channels = channels
+        self._positions: dict[tuple, torch.Tensor] = {}  # frames -> temporal sin-cos table, when first met
         self.cross_attn = None
         if context_dim and layout == "spatial":
             self.cross_norm = group_norm(channels)
             self.cross_attn = CrossAttention(channels, context_dim, num_heads)
+
+    def positions(self, frames: int, like: torch.Tensor) -> torch.Tensor:
+        """Fixed sin-cos frame positions (T, C) of temporal attention (spatial attention needs none)."""
+        key = (frames, like.device, like.dtype)
+        if key not in self._positions:
+            self._positions[key] = sincos_1d(self.channels, torch.arange(frames)).to(like)
+        return self._positions[key]
 
     def forward(
         self,
@@ -128,7 +134,8 @@ class AttentionBlock(nn.Module):
                 out = self.cross_attn(queries, context, context_mask)
                 x = x + rearrange(out, "bt (h w) c -> bt c h w", h=h)
             return x
-        out = self.attn(rearrange(self.norm(x), "(b t) c h w -> (b h w) t c", t=frames) + self.pos)
+        tokens = rearrange(self.norm(x), "(b t) c h w -> (b h w) t c", t=frames)
+        out = self.attn(tokens + self.positions(frames, x))
         return x + rearrange(out, "(b h w) t c -> (b t) c h w", h=h, w=w)
 
 
@@ -142,7 +149,6 @@ class UNetStage(nn.Module):
         out_channels: int,
         depth: int,
         emb_dim: int,
-        frames: int,
         num_heads: int | None,
         resample: Literal["down", "up"] | None = None,
         context_dim: int | None = None,
@@ -155,7 +161,7 @@ class UNetStage(nn.Module):
             ResBlock(in_channels if i == 0 else out_channels, out_channels, emb_dim) for i in range(depth)
         )
         self.attn_blocks = nn.ModuleList(
-            AttentionBlock(out_channels, num_heads, frames, layout, context_dim)
+            AttentionBlock(out_channels, num_heads, layout, context_dim)
             for _ in range(depth if num_heads else 0)
             for layout in ("spatial", "temporal")
         )
@@ -198,6 +204,8 @@ class VideoUNet(nn.Module):
             model without text conditioning. Captions are projected to the embedding width and
             cross-attended to after every spatial attention.
         caption_dropout_prob: caption dropout for classifier-free guidance (adds a learned null caption).
+        max_tokens: the most latent positions (T*H*W) a clip may have; None: those of ``input_shape``.
+            Any clip of ``C`` channels with H and W divisible by 2^(levels - 1) is taken, up to this size.
     """
 
     def __init__(
@@ -214,6 +222,7 @@ class VideoUNet(nn.Module):
         class_dropout_prob: float = 0.1,
         text_dim: int | None = None,
         caption_dropout_prob: float = 0.1,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if preset not in UNET_SIZES:
@@ -237,6 +246,8 @@ class VideoUNet(nn.Module):
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.num_classes = num_classes
         self.num_tokens = frames * height * width  # D counts latent positions: the U-Net has no patches
+        self.max_tokens = int(max_tokens or self.num_tokens)
+        self.spatial_multiple = 2 ** (levels - 1)
         widths = [channels * m for m in channel_mult]
         emb_dim = widths[-1]
 
@@ -254,7 +265,6 @@ class VideoUNet(nn.Module):
                 widths[level],
                 num_res_blocks,
                 emb_dim,
-                frames,
                 heads(level),
                 "down" if level else None,
                 context_dim,
@@ -263,7 +273,7 @@ class VideoUNet(nn.Module):
         )
         # The middle: two ResNet blocks, each with attention, at the lowest resolution (as in ADM).
         self.mid = UNetStage(
-            widths[-1], widths[-1], 2, emb_dim, frames, max(1, widths[-1] // head_dim), None, context_dim
+            widths[-1], widths[-1], 2, emb_dim, max(1, widths[-1] // head_dim), None, context_dim
         )
         self.up = nn.ModuleList(
             UNetStage(
@@ -271,7 +281,6 @@ class VideoUNet(nn.Module):
                 widths[level],
                 num_res_blocks,
                 emb_dim,
-                frames,
                 heads(level),
                 "up" if level else None,
                 context_dim,
@@ -345,11 +354,19 @@ class VideoUNet(nn.Module):
     ) -> torch.Tensor:
         """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None,
         text: the captions' (B, L, text_dim) tokens and mask, or None."""
-        if tuple(x.shape[1:]) != self.input_shape:
+        _, channels, frames, height, width = x.shape
+        m = self.spatial_multiple
+        if (
+            channels != self.in_channels
+            or height % m
+            or width % m
+            or frames * height * width > self.max_tokens
+        ):
             raise ValueError(
-                f"VideoUNet built for input (C, T, H, W)={self.input_shape}, got {tuple(x.shape[1:])}"
+                f"VideoUNet takes (C, T, H, W) clips with C={self.in_channels}, H and W divisible by {m} and "
+                f"at most max_tokens={self.max_tokens} positions (T*H*W); got {tuple(x.shape[1:])}: resize "
+                f"or crop the clip to such a shape, or build the model with a larger max_tokens"
             )
-        frames = x.shape[2]
         c = self.t_embedder(t)
         if self.y_embedder is not None:
             if y is None:

@@ -237,7 +237,8 @@ class DiffusionModule(L.LightningModule):
                 )
             self.build(datamodule.clip_shape, datamodule.num_classes)
         strategy = trainer.strategy if trainer is not None else None
-        check_strategy(strategy, self.vae, self.hparams.activation_checkpointing)
+        world_size = trainer.world_size if trainer is not None else 1
+        check_strategy(strategy, world_size, self.vae, self.hparams.activation_checkpointing)
         if self._parallelized:
             return  # configure_model runs again in every fit/validate/predict of the same module
         self._parallelized = True
@@ -296,10 +297,11 @@ class DiffusionModule(L.LightningModule):
         accumulate = self.trainer.accumulate_grad_batches
         batch_index = self.global_step * accumulate + batch_idx % accumulate
         generator = torch.Generator(x0.device)
+        objective = self.objective.at_size(x0[0, 0].numel())  # a timestep shift by clip size
         timesteps, noise, uniform = [], [], []
         for position in self.global_positions(batch_index, x0.shape[0], x0.shape[0]):
             generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
-            timesteps.append(self.objective.sample_timesteps(1, x0.device, generator))
+            timesteps.append(objective.sample_timesteps(1, x0.device, generator))
             noise.append(torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype))
             uniform.append(torch.rand(1, generator=generator, device=x0.device))
         return torch.cat(timesteps), torch.stack(noise), torch.cat(uniform)
@@ -417,16 +419,15 @@ class DiffusionModule(L.LightningModule):
         generators = [torch.Generator().manual_seed(self.hparams.val_seed * 100_003 + c) for c in clip_ids]
         noise = torch.stack([torch.randn((k, *x0.shape[1:]), generator=g) for g in generators], dim=1)
         noise = noise.to(x0.device, x0.dtype)
-        timesteps = self.objective.validation_timesteps(k).to(x0.device)
+        objective = self.objective.at_size(x0[0, 0].numel())
+        timesteps = objective.validation_timesteps(k).to(x0.device)
         losses = {}
         models = {"raw": self.denoiser, "ema": self.ema} if self.ema is not None else {"raw": self.denoiser}
         for name, model in models.items():
             if name == "ema" and self.text is not None and self.text.ema is not None:
                 text = self.caption_embedding(batch, averaged=True)  # the trained encoder's average
             fn = denoiser_fn(model, y, text=text)
-            per_t = [
-                self.objective.loss(fn, x0, noise[i], timesteps[i].expand(x0.shape[0])) for i in range(k)
-            ]
+            per_t = [objective.loss(fn, x0, noise[i], timesteps[i].expand(x0.shape[0])) for i in range(k)]
             losses[name] = torch.stack(per_t).mean(0)
         return losses
 
@@ -475,7 +476,8 @@ class DiffusionModule(L.LightningModule):
             text=text,
             null_caption=model.null_caption,
         )
-        latents = self.sampler.sample(self.objective, fn, noise, torch.Generator().manual_seed(seeds[0]))
+        objective = self.objective.at_size(noise[0, 0].numel())
+        latents = self.sampler.sample(objective, fn, noise, torch.Generator().manual_seed(seeds[0]))
         return self.vae.decode_latents(latents).clamp(-1, 1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
