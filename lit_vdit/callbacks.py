@@ -25,6 +25,7 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.utils.data import DataLoader, Subset
 
 from lit_vdit import schema
+from lit_vdit.data.buckets import BucketSampler, bucket_mix
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.diffusion import timestep_shift
 from lit_vdit.io import atomic_write_json, atomic_write_text
@@ -64,20 +65,31 @@ def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], boo
     repeats the process's first batch, not counted.
     """
     loader = trainer.datamodule.val_dataloader()
-    dataset, size = loader.dataset, loader.batch_size
-    n_batches = -(-len(dataset) // size)
+    if isinstance(loader.sampler, BucketSampler):  # batches of one bucket each, fetched whole
+        specs = loader.sampler.whole_batches()
+        n_batches = len(specs)
+
+        def fetch(batches: list[int]) -> Iterator[tuple[Any, list[int]]]:
+            return ((loader.dataset[specs[b]], [p for _, _, p in specs[b]]) for b in batches)
+    else:
+        dataset, size = loader.dataset, loader.batch_size
+        n_batches = -(-len(dataset) // size)
+
+        def fetch(batches: list[int]) -> Iterator[tuple[Any, list[int]]]:
+            ids = [list(range(b * size, min((b + 1) * size, len(dataset)))) for b in batches]
+            subset = Subset(dataset, [i for clip_ids in ids for i in clip_ids])
+            own = DataLoader(subset, size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+            return zip(own, ids, strict=True)
+
     block = process_block(n_batches, trainer.global_rank, trainer.world_size)
-    ids = [list(range(b * size, min((b + 1) * size, len(dataset)))) for b in block if b < n_batches]
-    subset = Subset(dataset, [i for clip_ids in ids for i in clip_ids])
-    own = DataLoader(subset, batch_size=size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+    own = [b for b in block if b < n_batches]
     first = None
-    for batch, clip_ids in zip(own, ids, strict=True):
+    for batch, clip_ids in fetch(own):
         first = (batch, clip_ids) if first is None else first
         yield batch, clip_ids, True
     if first is None:  # fewer batches than processes
-        batch = next(iter(loader))
-        first = (batch, list(range(len(batch["label"]))))
-    for _ in range(len(block) - len(ids)):
+        first = next(fetch([0]))
+    for _ in range(len(block) - len(own)):
         yield *first, False
 
 
@@ -171,7 +183,9 @@ class ScalingRecorder(Callback):
             **{f"val_loss_{name}": total / count for name, total in zip(names, sums, strict=True)},
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "wall_time_s": self.train_time,
-            "samples_per_s": pl_module.samples_seen / self.train_time if self.train_time > 0 else math.nan,
+            "samples_per_s": pl_module.seen.samples_seen / self.train_time
+            if self.train_time > 0
+            else math.nan,
         }
         self._loss_sum, self._loss_count = 0.0, 0
         self.rows.append(row)
@@ -194,6 +208,7 @@ class ScalingRecorder(Callback):
         writer.writerows(self.rows)
         atomic_write_text(out / "metrics.csv", buffer.getvalue())
         strategy, data = trainer.strategy, trainer.datamodule
+        buckets = data.buckets if isinstance(data, VideoDataModule) else None
         result = {
             "finished": trainer.global_step >= trainer.max_steps,
             "final": self.rows[-1],
@@ -209,6 +224,7 @@ class ScalingRecorder(Callback):
             "world_size": trainer.world_size,
             "batch_size_per_device": data.batch_size if isinstance(data, VideoDataModule) else None,
             "train_clips": data.train_size if isinstance(data, VideoDataModule) else None,
+            "bucket_mix": bucket_mix(buckets) if buckets else "",
             **environment(),
         }
         atomic_write_json(out / "result.json", result)

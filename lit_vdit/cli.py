@@ -18,6 +18,7 @@ import json
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from lit_vdit.build import build_run, lightning_cli
 
@@ -36,6 +37,19 @@ def info_main(argv: list[str]) -> int:
     )
     parser.add_argument("--num-classes", type=int, help="number of classes (0: unconditional)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--sweep-frames",
+        type=int,
+        nargs="+",
+        metavar="T",
+        help="cost per clip at these frame counts (of the clip's C, H, W) with the attention share",
+    )
+    parser.add_argument(
+        "--vs",
+        metavar="MODEL_YAML",
+        help="with --sweep-frames: a second model beside (e.g. a U-Net's); "
+        "the dotted overrides apply to --model only",
+    )
     args, overrides = parser.parse_known_args(argv)
     if not Path(args.model).is_file():
         raise SystemExit(f"lit-vdit info: model config {args.model!r} not found (try configs/model/*.yaml)")
@@ -49,12 +63,57 @@ def info_main(argv: list[str]) -> int:
         info = run.costs
     except ValueError as error:
         raise SystemExit(f"lit-vdit info: {error} (--clip-shape C T H W --num-classes N)") from error
-    if args.json:
+    if args.sweep_frames:
+        models = {Path(args.model).stem: run.module}
+        if args.vs:
+            vs_args = [arg if arg != args.model else args.vs for arg in given]
+            models[Path(args.vs).stem] = build_run(vs_args, with_data=args.data is not None).module
+        rows = frame_sweep(models, info["clip_shape"], info["num_classes"], args.sweep_frames)
+        print(json.dumps(rows, indent=2) if args.json else sweep_table(rows, list(models)))
+    elif args.json:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
             print(f"{key:24s} {value:,}" if isinstance(value, int) else f"{key:24s} {value}")
     return 0
+
+
+def frame_sweep(
+    models: dict[str, Any], clip_shape: list[int], num_classes: int, frames: list[int]
+) -> list[dict[str, Any]]:
+    """Per-clip tokens, forward FLOPs and attention share of each model at each frame count."""
+    channels, _, height, width = clip_shape
+    rows = []
+    for t in frames:
+        row: dict[str, Any] = {"frames": t, "clip": f"{channels}x{t}x{height}x{width}"}
+        for name, module in models.items():
+            costs = module.describe((channels, t, height, width), num_classes)
+            attention = costs["flops_attention_forward"] / costs["flops_forward"]
+            row[name] = {
+                "tokens": costs["tokens_per_sample"],
+                "flops": costs["flops_forward"],
+                "attention": attention,
+            }
+        rows.append(row)
+    return rows
+
+
+def sweep_table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """:func:`frame_sweep` as a text table (FLOPs of one forward pass per clip)."""
+    header = f"{'frames':>6} {'clip':>12}" + "".join(
+        f" {n + ' tokens':>16} {'GFLOPs':>9} {'attn':>6}" for n in names
+    )
+    if len(names) == 2:
+        header += f" {names[1] + '/' + names[0]:>12}"
+    lines = [header]
+    for row in rows:
+        line = f"{row['frames']:>6} {row['clip']:>12}"
+        for n in names:
+            line += f" {row[n]['tokens']:>16,} {row[n]['flops'] / 1e9:>9.3f} {row[n]['attention']:>6.1%}"
+        if len(names) == 2:
+            line += f" {row[names[1]]['flops'] / row[names[0]]['flops']:>12.2f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def registered_commands() -> dict[str, EntryPoint]:

@@ -43,9 +43,18 @@ _register_cpu_attention()
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """Total FLOPs executed by ``fn()``."""
+    return count_flops_and_attention(fn)[0]
+
+
+def count_flops_and_attention(fn: Callable[[], Any]) -> tuple[int, int]:
+    """Total FLOPs executed by ``fn()`` and those of its attention products: the SDPA kernels, which
+    on the meta device run as their math decomposition, two batched matmuls (``bmm``: the denoisers
+    have no other; their linear layers are ``addmm`` / ``mm``)."""
     with flop_counter.FlopCounterMode(display=False) as counter:
         fn()
-    return int(counter.get_total_flops())
+    ops = counter.get_flop_counts().get("Global", {})
+    attention = sum(n for op, n in ops.items() if "scaled_dot_product" in str(op) or "aten.bmm" in str(op))
+    return int(counter.get_total_flops()), int(attention)
 
 
 def six_nd(params: int, tokens: float) -> float:
@@ -62,7 +71,8 @@ def denoiser_costs(
 ) -> dict[str, int]:
     """Parameters and per-sample FLOPs of a denoiser, measured on a meta-device copy (no compute).
 
-    ``flops_forward`` is one forward pass; ``flops_train_step`` is the forward and backward of the
+    ``flops_forward`` is one forward pass (``flops_attention_forward`` of it in the attention products
+    softmax(QK^T)V, quadratic in a clip's tokens); ``flops_train_step`` is the forward and backward of the
     objective's training loss. Both are per sample (batch of 1), with ``text_shape`` = (caption
     tokens, width) of a text-conditional denoiser's captions at their full length (padding is
     computed too: attention masks it, but SDPA still multiplies it).
@@ -84,13 +94,14 @@ def denoiser_costs(
     def model_fn(x_t: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         return model(x_t, time, y) if text is None else model(x_t, time, y, text)
 
-    flops_forward = count_flops(lambda: model_fn(x, objective.model_time(t)))
+    flops_forward, flops_attention = count_flops_and_attention(lambda: model_fn(x, objective.model_time(t)))
     flops_train = count_flops(lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward())
     return {
         "params_total": params_total,
         "params_trainable": params_trainable,
         "params_non_embedding": params_total - embedding,
         "flops_forward": flops_forward,
+        "flops_attention_forward": flops_attention,
         "flops_train_step": flops_train,
         "tokens_per_sample": int(model.num_tokens),
     }

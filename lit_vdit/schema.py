@@ -51,6 +51,7 @@ RUN_COSTS: tuple[Column, ...] = (
     Column("params_trainable", "parameters", "trained denoiser parameters"),
     Column("params_non_embedding", "parameters", "denoiser parameters less position/class tables: N"),
     Column("flops_forward", "FLOPs", "one forward pass per sample, measured"),
+    Column("flops_attention_forward", "FLOPs", "of flops_forward, the attention products (quadratic)"),
     Column("flops_train_step", "FLOPs", "forward + backward of the training loss per sample, measured"),
     Column("vae_params", "parameters", "frozen VAE parameters (0 in pixel space)"),
     Column("vae_encode_flops", "FLOPs", "VAE encoding of one clip"),
@@ -74,6 +75,7 @@ RUN_SETTINGS: tuple[Column, ...] = (
     Column("text_encoder", "", "text encoder class (SmallTextEncoder, PretrainedTextEncoder:<model>)"),
     Column("objective", "", "objective class"),
     Column("timestep_shift", "", "rectified flow's timestep shift at the run's clip size (1: none)"),
+    Column("bucket_mix", "", "a bucketed run's clip shapes and shares of its clips (4x16x16:0.5,...)"),
 )
 # Present only in the grids of a mode: IsoFLOP budgets; cooldown branches (experiments.cooldown).
 RUN_GRID_MODES: tuple[Column, ...] = (

@@ -127,13 +127,20 @@ def recorded_run(
     ckpt_path: str | None = None,
     accumulate: int = 1,
     num_clips: int = 32,
+    buckets: list[dict] | None = None,
 ) -> pd.DataFrame:
     """T0 on tiny clips, evaluated at steps 1 and 6, checkpointed every 3 steps, as the CLI would.
     The global batch is 4 clips, in ``accumulate`` micro-batches."""
     L.seed_everything(0)
     module = DiffusionModule(partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)), val_timesteps=2)
     data = SyntheticDataModule(
-        num_clips=num_clips, val_clips=4, frames=4, height=16, width=16, batch_size=4 // accumulate
+        num_clips=num_clips,
+        val_clips=4,
+        frames=4,
+        height=16,
+        width=16,
+        batch_size=4 // accumulate,
+        buckets=buckets,
     )
     recorder = ScalingRecorder(eval_points=2, out_dir=str(out))
     checkpoint = ModelCheckpoint(dirpath=out, save_last=True, every_n_train_steps=3)
@@ -173,6 +180,23 @@ def test_a_run_resumed_after_its_first_epoch_is_the_uninterrupted_run(tmp_path, 
     got = recorded_run(tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"), num_clips=num_clips)
     for column in ("train_loss", "val_loss_raw", "val_loss_ema"):
         assert got[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-6, abs=0), column
+
+
+def test_a_run_on_buckets_resumes_to_the_uninterrupted_run(tmp_path):
+    """Shapes, clips, noise and the per-shape accounting continue where the checkpoint left them."""
+    buckets = [
+        {"frames": 4, "height": 16, "width": 16, "batch_size": 2},
+        {"frames": 1, "height": 16, "width": 16},
+    ]
+    expected = recorded_run(tmp_path / "a", 6, num_clips=24, buckets=buckets)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recorded_run(tmp_path / "b", 6, StopAt(5), num_clips=24, buckets=buckets)
+    got = recorded_run(
+        tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"), num_clips=24, buckets=buckets
+    )
+    for column in ("train_loss", "samples_seen", "tokens_seen", "flops_measured"):
+        assert got[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-6, abs=0), column
+    assert expected["samples_seen"].iloc[-1] < 24  # batches of 2 clips (4x16x16) and of 4 images
 
 
 def test_train_loss_is_the_mean_sample_loss_whatever_the_gradient_accumulation(tmp_path):

@@ -1,10 +1,12 @@
 """One denoiser, any clip shape: position tables per grid, shape rules, and image-DiT initialisation."""
 
+import json
 from functools import partial
 
 import pytest
 import torch
 
+from lit_vdit.cli import info_main
 from lit_vdit.diffusion import RectifiedFlow
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.models.image_init import inflate_image_dit
@@ -168,3 +170,16 @@ def test_a_module_with_a_size_dependent_timestep_shift_validates_and_samples():
     assert module.validation_losses(batch, [0, 1])["ema"].shape == (2,)
     assert module.generate(torch.tensor([0, 1]), [0, 1]).shape == (2, 3, 2, 8, 8)
     assert module.objective.at_size(128).shift == pytest.approx(2**0.5)
+
+
+def test_info_sweeps_tokens_per_clip_for_a_dit_and_a_unet_side_by_side(capsys):
+    argv = ["--model", "configs/model/dit_demo.yaml", "--vs", "configs/model/unet_demo.yaml", "--clip-shape"]
+    argv += ["3", "4", "16", "16", "--num-classes", "4", "--sweep-frames", "1", "8", "--json"]
+    info_main([*argv, "--model.init_args.denoiser.init_args.patch_size", "[1, 4, 4]"])
+    short, long = json.loads(capsys.readouterr().out)
+    assert (short["dit_demo"]["tokens"], long["dit_demo"]["tokens"]) == (16, 128)
+    assert long["dit_demo"]["attention"] > 2 * short["dit_demo"]["attention"]  # quadratic in the tokens
+    assert (
+        long["unet_demo"]["attention"] < 1.5 * short["unet_demo"]["attention"]
+    )  # attention at low resolution
+    assert long["unet_demo"]["flops"] == pytest.approx(8 * short["unet_demo"]["flops"], rel=0.1)

@@ -189,7 +189,8 @@ def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():
         strategy.set_world_ranks = lambda: None
         strategy.cluster_environment = SimpleNamespace(global_rank=lambda: rank)
         module._trainer = SimpleNamespace(accumulate_grad_batches=1, global_step=3, strategy=strategy)
-        return module.training_noise(torch.zeros(batch, 3, 4, 16, 16), 3)
+        x0 = torch.zeros(batch, 3, 4, 16, 16)
+        return module.training_noise(x0, module.batch_positions({}, 3, batch))  # global batch 3
 
     single, rank0, rank1 = draws(1, 0, 4), draws(2, 0, 2), draws(2, 1, 2)
     for one, *two in zip(single, rank0, rank1, strict=True):

@@ -11,6 +11,8 @@ budget), which the DiffusionModule reads when it builds its model, and for sampl
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.stateful_dataloader import _SAMPLER_ITER_YIELDED
 
+from lit_vdit.data.buckets import BucketedDataset, BucketSampler, largest, parse_buckets
 from lit_vdit.data.caption_cache import CaptionCache, CaptionedDataset
 from lit_vdit.data.synthetic import MAX_CLASSES, UNBOUNDED_CLIPS, SyntheticVideoDataset
 from lit_vdit.models.text import TextEncoder
@@ -103,6 +106,10 @@ class VideoDataModule(L.LightningDataModule):
             a list, or a text file of one prompt per line.
         caption_cache: a folder written by ``lit-vdit cache-captions``: batches then carry each
             caption's frozen-encoder embedding (``text_tokens``, ``text_mask``), encoded once.
+        buckets: clip shapes of a run, ``[{frames, height, width, probability, batch_size}, ...]``
+            (:mod:`lit_vdit.data.buckets`): each batch is of one of them (batches then carry each
+            clip's ``position`` in the run and its ``bucket``); ``clip_shape`` is the largest, which
+            the model is built for. None: every clip of the source's one shape.
     """
 
     def __init__(
@@ -114,8 +121,10 @@ class VideoDataModule(L.LightningDataModule):
         seed: int = 0,
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
+        buckets: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        self.buckets = parse_buckets(buckets, batch_size) if buckets is not None else None
         self.prompts = read_prompts(prompts)
         self.caption_cache = CaptionCache(caption_cache) if caption_cache else None
         self.batch_size = batch_size
@@ -175,6 +184,36 @@ class VideoDataModule(L.LightningDataModule):
             return None
         return [dataset[i]["caption"] for i in range(len(dataset))]
 
+    def shaped(self, split: str, frames: int, height: int, width: int) -> Dataset:
+        """The clips of ``split`` at a bucket's shape (the same clips, index for index, at every shape)."""
+        raise NotImplementedError(f"{type(self).__name__} does not emit buckets: drop its buckets")
+
+    def bucket_fits(self, split: str) -> Callable[[int], list[int]] | None:
+        """Which buckets clip i of ``split`` may take; None: all (procedural clips have no native shape)."""
+        return None
+
+    def _bucket_loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Whole batches of one bucket each (:class:`~lit_vdit.data.buckets.BucketSampler`)."""
+        datasets = [self.shaped(split, *b.shape) for b in self.buckets]
+        if len(datasets[0]) >= UNBOUNDED_CLIPS:
+            raise ValueError("buckets deal a finite set of clips in epochs: set the data's num_clips")
+        if self.caption_cache is not None:
+            datasets = [CaptionedDataset(d, self.caption_cache) for d in datasets]
+        buckets = (
+            self.buckets if shuffle else [replace(b, batch_size=self.val_batch_size) for b in self.buckets]
+        )
+        replicas, rank = process_share(self.trainer.strategy if self.trainer is not None else None)
+        sampler = BucketSampler(
+            datasets[0], buckets, replicas, rank, self.seed, shuffle, self.bucket_fits(split)
+        )
+        return _EpochResumingLoader(
+            BucketedDataset(datasets),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, captioned: bool = True) -> DataLoader:
         """A StatefulDataLoader: checkpoints store the data position and a resumed run continues it;
         with a caption cache (and ``captioned``) its items carry their captions' embeddings."""
@@ -209,9 +248,13 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.buckets is not None:
+            return self._bucket_loader("train", shuffle=True)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        if self.buckets is not None:
+            return self._bucket_loader("val", shuffle=False)
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
@@ -244,9 +287,14 @@ class SyntheticDataModule(VideoDataModule):
         seed: int = 0,
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
+        buckets: list[dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache)
+        super().__init__(
+            batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache, buckets
+        )
         self.num_clips, self.val_clips = num_clips, val_clips
+        if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it
+            frames, height, width = largest(self.buckets).shape
         self.frames, self.height, self.width = frames, height, width
         self._num_classes = num_classes
 
@@ -267,9 +315,18 @@ class SyntheticDataModule(VideoDataModule):
         classes = self._num_classes
         return {"source": type(self).__name__, "split": split, "seed": self.seed, "num_classes": classes}
 
-    def _dataset(self, split: str, num_clips: int | None) -> SyntheticVideoDataset:
+    def _dataset(
+        self, split: str, num_clips: int | None, shape: tuple[int, int, int] | None = None
+    ) -> Dataset:
+        frames, height, width = shape or (self.frames, self.height, self.width)
         return SyntheticVideoDataset(
-            num_clips, self.frames, self.height, self.width, self._num_classes, seed=self.seed, split=split
+            num_clips, frames, height, width, self._num_classes, seed=self.seed, split=split
+        )
+
+    def shaped(self, split: str, frames: int, height: int, width: int) -> Dataset:
+        # A synthetic clip is drawn in fractions of its size: clip i is the same scene at every shape.
+        return self._dataset(
+            split, self.num_clips if split == "train" else self.val_clips, (frames, height, width)
         )
 
     def setup(self, stage: str | None = None) -> None:

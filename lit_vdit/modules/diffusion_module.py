@@ -19,11 +19,12 @@ from torch import nn
 
 from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sampler, denoiser_fn
-from lit_vdit.flops import denoiser_costs, six_nd, vae_costs
+from lit_vdit.flops import denoiser_costs, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
+from lit_vdit.modules.accounting import Accounting
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_schedules
 from lit_vdit.modules.posthoc_ema import PowerEMA
@@ -123,8 +124,8 @@ class DiffusionModule(L.LightningModule):
         self.power_ema: PowerEMA | None = None
         self.label_dropout: tuple[float, int] | None = None  # (probability, null class) drawn per sample
         self.costs: dict[str, int] = {}
-        self.samples_seen = 0
-        self.samples_encoded = 0  # training clips the VAE encoded on the fly (not from a latent cache)
+        self.seen = Accounting()
+        self._shape_costs: dict[tuple[int, ...], dict[str, Any]] = {}  # describe() of other clip shapes
         self._noise_seed = 0
         self._parallelized = False  # parallelize() applied to this denoiser
         if clip_shape is not None and num_classes is not None:
@@ -285,8 +286,15 @@ class DiffusionModule(L.LightningModule):
         replicas, rank = process_share(self.trainer.strategy)
         return [(batch_index * batch_size + i) * replicas + rank for i in range(n)]
 
+    def batch_positions(self, batch: dict[str, Any], batch_index: int, n: int) -> list[int]:
+        """The global positions of a training batch's ``n`` samples: given by a bucketed loader
+        (``position``), else those of batch ``batch_index`` of a fixed batch size."""
+        if "position" in batch:
+            return [int(p) for p in batch["position"]]
+        return self.global_positions(batch_index, n, n)
+
     def training_noise(
-        self, x0: torch.Tensor, batch_idx: int
+        self, x0: torch.Tensor, positions: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Timesteps, noise and label-dropout draws (uniform in [0, 1)) of each sample, drawn from
         (seed, its position in the run) only.
@@ -294,12 +302,10 @@ class DiffusionModule(L.LightningModule):
         A clip thus gets the same t, noise and label dropout whatever the number of processes, and
         after a resume: runs compare across strategies.
         """
-        accumulate = self.trainer.accumulate_grad_batches
-        batch_index = self.global_step * accumulate + batch_idx % accumulate
         generator = torch.Generator(x0.device)
         objective = self.objective.at_size(x0[0, 0].numel())  # a timestep shift by clip size
         timesteps, noise, uniform = [], [], []
-        for position in self.global_positions(batch_index, x0.shape[0], x0.shape[0]):
+        for position in positions:
             generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
             timesteps.append(objective.sample_timesteps(1, x0.device, generator))
             noise.append(torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype))
@@ -311,11 +317,11 @@ class DiffusionModule(L.LightningModule):
         backward) and its per-sample losses (``sample_losses``, unscaled: what ScalingRecorder averages)."""
         x0, y = self.encode(batch)
         text = self.caption_embedding(batch)
-        if "latent" not in batch:  # the VAE encoded these clips now, not once in a latent cache
-            self.samples_encoded += x0.shape[0] * self.trainer.world_size
         if text is not None and "text_tokens" not in batch:  # encoded now, not once in a caption cache
             self.text.captions_encoded += x0.shape[0] * self.trainer.world_size
-        t, noise, uniform = self.training_noise(x0, batch_idx)
+        accumulate = self.trainer.accumulate_grad_batches
+        batch_index = self.global_step * accumulate + batch_idx % accumulate
+        t, noise, uniform = self.training_noise(x0, self.batch_positions(batch, batch_index, len(x0)))
         if self.label_dropout is not None and y is not None:
             probability, null_class = self.label_dropout
             y = torch.where(uniform < probability, torch.full_like(y, null_class), y)
@@ -328,28 +334,27 @@ class DiffusionModule(L.LightningModule):
                 f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate "
                 f"(lr={self.hparams.lr}), add warm-up, or train in 32-bit / bf16-mixed instead of fp16"
             )
-        self.samples_seen += x0.shape[0] * self.trainer.world_size
+        # A global batch is of one clip shape (one bucket) on every process.
+        clip_shape = tuple(batch["video"].shape[1:]) if "video" in batch else self.hparams.clip_shape
+        self.seen.add(x0.shape[0] * self.trainer.world_size, self.costs_at(clip_shape), "latent" not in batch)
         n = x0.shape[0]  # given: a batch of captions holds lists, whose size Lightning would guess at
         self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)  # the global batch loss
         self.log_dict(self.accounting(), reduce_fx="max", batch_size=n)
         return {"loss": loss, "sample_losses": sample_losses.detach()}
 
+    def costs_at(self, clip_shape: tuple[int, ...]) -> dict[str, Any]:
+        """:meth:`describe` of clips of ``clip_shape`` (the built shape's is :attr:`costs`), measured
+        once per shape."""
+        clip_shape = tuple(int(s) for s in clip_shape)
+        if clip_shape == tuple(self.hparams.clip_shape):
+            return self.costs
+        if clip_shape not in self._shape_costs:
+            self._shape_costs[clip_shape] = self.describe(clip_shape, self.hparams.num_classes)
+        return self._shape_costs[clip_shape]
+
     def accounting(self) -> dict[str, float]:
-        """Cumulative samples, tokens and training FLOPs seen by all processes: the denoiser's
-        (measured and 6ND) and, apart, the frozen VAE's encoding of clips during training (0 when
-        training from a latent cache, whose encoding was paid once by ``cache-latents``) and the text
-        encoder's (forward for a frozen one, 0 from a caption cache; forward + backward when trained)."""
-        tokens = self.samples_seen * self.costs["tokens_per_sample"]
-        per_caption = self.costs.get("text_encoder_flops_train") or self.costs.get("text_encoder_flops", 0)
-        captions = self.text.captions_encoded if self.text is not None else 0
-        return {
-            "samples_seen": float(self.samples_seen),
-            "tokens_seen": float(tokens),
-            "flops_measured": float(self.samples_seen * self.costs["flops_train_step"]),
-            "flops_6nd": six_nd(self.costs["params_non_embedding"], tokens),
-            "flops_vae_encode": float(self.samples_encoded * self.costs["vae_encode_flops"]),
-            "flops_text_encoder": float(captions * per_caption),
-        }
+        """Cumulative samples, tokens and training FLOPs of all processes (:class:`Accounting`)."""
+        return self.seen.values(self.costs, self.text.captions_encoded if self.text is not None else 0)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimiser step, then the EMA updates (and post-hoc EMA snapshots): callbacks
@@ -432,10 +437,13 @@ class DiffusionModule(L.LightningModule):
         return losses
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loader = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
-        # Under DDP Lightning re-creates the loader around a batch sampler (its batch_size is None).
-        batch_size = loader.batch_size or loader.batch_sampler.batch_size
-        clip_ids = self.global_positions(batch_idx, batch_size, len(batch["label"]))
+        if "position" in batch:  # a bucketed loader: each clip's index in the validation set
+            clip_ids = [int(p) for p in batch["position"]]
+        else:
+            loader = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
+            # Under DDP Lightning re-creates the loader around a batch sampler (its batch_size is None).
+            batch_size = loader.batch_size or loader.batch_sampler.batch_size
+            clip_ids = self.global_positions(batch_idx, batch_size, len(batch["label"]))
         for name, loss in self.validation_losses(batch, clip_ids).items():
             self.log(f"val/loss_{name}", loss.mean(), batch_size=loss.numel(), sync_dist=True)
 
@@ -490,8 +498,7 @@ class DiffusionModule(L.LightningModule):
     # -- checkpoint -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lit_vdit"] = {
-            "samples_seen": self.samples_seen,
-            "samples_encoded": self.samples_encoded,
+            **self.seen.state_dict(),
             "costs": self.costs,
             "vae_fingerprint": self.vae_fingerprint,
             **text_checkpoint_state(self.text),
@@ -509,5 +516,4 @@ class DiffusionModule(L.LightningModule):
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
         restore_text_state(self.text, state)
-        self.samples_seen = int(state.get("samples_seen", 0))
-        self.samples_encoded = int(state.get("samples_encoded", 0))
+        self.seen.load_state_dict(state, state.get("costs", self.costs))

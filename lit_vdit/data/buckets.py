@@ -1,0 +1,181 @@
+"""Buckets: clips of several (frames, height, width) shapes in one run, as Open-Sora's bucket config.
+
+A bucket is a clip shape with a probability and a per-process batch size (e.g. smaller batches for
+longer or larger clips, so a batch holds about the same tokens). Each epoch every clip is assigned one
+bucket among those it fits (all of them for procedural data; for videos, those of the nearest aspect
+ratio no longer than the video), with the buckets' probabilities; each bucket's clips form global
+batches, and the global batches are read in a shuffled order. All of it is drawn from (seed, epoch)
+alone, and every process takes its share of each global batch, so a run reads the same clips in the
+same shapes on any number of processes and after any resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler, default_collate
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """A clip shape, how often clips are drawn at it (relative to the other buckets they fit) and
+    its per-process batch size (None: the DataModule's ``batch_size``)."""
+
+    frames: int
+    height: int
+    width: int
+    probability: float = 1.0
+    batch_size: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.frames, self.height, self.width)
+
+    @property
+    def positions(self) -> int:
+        return self.frames * self.height * self.width
+
+    def label(self) -> str:
+        return f"{self.frames}x{self.height}x{self.width}"
+
+
+def parse_buckets(buckets: Sequence[dict[str, Any] | Bucket], batch_size: int) -> list[Bucket]:
+    """Buckets from a config's list of ``{frames, height, width, probability, batch_size}``."""
+    fields = {f.name for f in dataclasses.fields(Bucket)}
+    parsed = []
+    for i, bucket in enumerate(buckets):
+        if isinstance(bucket, dict):
+            unknown = sorted(set(bucket) - fields)
+            missing = sorted({"frames", "height", "width"} - set(bucket))
+            if unknown or missing:
+                raise ValueError(
+                    f"bucket {i} {bucket}: unknown keys {unknown} / missing keys {missing}; a bucket is "
+                    f"{{frames, height, width, probability (default 1), batch_size (default the data's)}}"
+                )
+            bucket = Bucket(**bucket)
+        if min(bucket.shape) < 1 or bucket.probability <= 0 or (bucket.batch_size or 1) < 1:
+            raise ValueError(f"bucket {i} {bucket}: sizes and batch size must be >= 1, probability > 0")
+        parsed.append(dataclasses.replace(bucket, batch_size=bucket.batch_size or batch_size))
+    if not parsed:
+        raise ValueError("buckets is an empty list: give at least one {frames, height, width}")
+    if len({b.shape for b in parsed}) != len(parsed):
+        raise ValueError(f"buckets repeat a shape: {[b.label() for b in parsed]}")
+    return parsed
+
+
+def largest(buckets: Sequence[Bucket]) -> Bucket:
+    """The bucket of the most latent positions: the shape the model is built for (the others fit it)."""
+    return max(buckets, key=lambda b: (b.positions, b.shape))
+
+
+def bucket_mix(buckets: Sequence[Bucket]) -> str:
+    """``"4x16x16:0.5,1x16x16:0.5"``: shapes and probabilities, as runs.csv records them."""
+    total = sum(b.probability for b in buckets)
+    return ",".join(f"{b.label()}:{b.probability / total:.3g}" for b in buckets)
+
+
+class BucketSampler(DistributedSampler):
+    """Yields this process's batches as lists of ``(clip index, bucket, global position)``.
+
+    A ``DistributedSampler`` (so Lightning does not put one around it) whose items are whole
+    batches: the loader runs with ``batch_size=None`` and :class:`BucketedDataset` collates.
+    ``fits(i)`` lists the buckets clip ``i`` may take (None: all of them). With ``shuffle=False``
+    (validation) clip i takes the ``i``-th of its buckets in turn, batches follow clip order, a
+    clip's position is its index (its fixed noise follows it), and a bucket's last global batch is
+    padded with its first clips to a multiple of the processes (as ``DistributedSampler`` pads).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        buckets: Sequence[Bucket],
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        fits: Callable[[int], list[int]] | None = None,
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle
+        )
+        self.buckets, self.fits = list(buckets), fits
+        self._plans: dict[int, list[tuple[int, list[int]]]] = {}
+
+    def allowed(self, index: int) -> list[int]:
+        return list(self.fits(index)) if self.fits is not None else list(range(len(self.buckets)))
+
+    def plan(self, epoch: int) -> list[tuple[int, list[int]]]:
+        """Epoch ``epoch``'s global batches, in reading order: (bucket, clip indices of all processes)."""
+        if not self.shuffle:
+            epoch = 0  # validation: one fixed order
+        if epoch in self._plans:
+            return self._plans[epoch]
+        members: list[list[int]] = [[] for _ in self.buckets]
+        batches: list[tuple[int, list[int]]] = []
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+            draws = torch.rand(len(order), generator=generator, dtype=torch.float64).tolist()
+            weights = torch.tensor([b.probability for b in self.buckets], dtype=torch.float64)
+            for index, u in zip(order, draws, strict=True):
+                allowed = self.allowed(index)
+                if allowed:  # a clip that fits no bucket (too short) was counted when the data was set up
+                    cumulative = torch.cumsum(weights[allowed], 0) / weights[allowed].sum()
+                    pick = min(int(torch.searchsorted(cumulative, u)), len(allowed) - 1)
+                    members[allowed[pick]].append(index)
+            for b, clips in enumerate(members):
+                size = self.buckets[b].batch_size * self.num_replicas
+                batches += [(b, clips[i : i + size]) for i in range(0, len(clips) - size + 1, size)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        else:
+            for index in range(len(self.dataset)):
+                allowed = self.allowed(index)
+                if allowed:
+                    members[allowed[index % len(allowed)]].append(index)
+            for b, clips in enumerate(members):
+                size = self.buckets[b].batch_size * self.num_replicas
+                for i in range(0, len(clips), size):
+                    chunk = clips[i : i + size]
+                    padding = -len(chunk) % self.num_replicas
+                    batches.append((b, chunk + (clips * padding)[:padding]))
+        self._plans[epoch] = batches
+        return batches
+
+    def whole_batches(self) -> list[list[tuple[int, int, int]]]:
+        """Every global batch of epoch 0 whole, unpadded: what one process reads (validation shares
+        them out itself, :func:`lit_vdit.callbacks.validation_batches`)."""
+        one = BucketSampler(self.dataset, self.buckets, 1, 0, self.seed, self.shuffle, self.fits)
+        one.set_epoch(0)
+        return list(one)
+
+    def offset(self, epoch: int) -> int:
+        """Samples read by all processes before epoch ``epoch`` (the first position of its first batch)."""
+        return sum(len(clips) for e in range(epoch) for _, clips in self.plan(e)) if self.shuffle else 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        position = self.offset(self.epoch)
+        for bucket, clips in self.plan(self.epoch):
+            mine = range(self.rank, len(clips), self.num_replicas)  # sample i * replicas + rank
+            yield [(clips[i], bucket, position + i if self.shuffle else clips[i]) for i in mine]
+            position += len(clips)
+
+    def __len__(self) -> int:
+        return len(self.plan(self.epoch))
+
+
+class BucketedDataset(Dataset):
+    """Whole batches from one dataset per bucket (the same clips at each bucket's shape): item
+    ``[(index, bucket, position), ...]`` -> a collated batch with ``position`` and ``bucket``."""
+
+    def __init__(self, shaped: Sequence[Dataset]) -> None:
+        self.shaped = list(shaped)
+
+    def __len__(self) -> int:
+        return len(self.shaped[0])
+
+    def __getitem__(self, batch: list[tuple[int, int, int]]) -> dict[str, Any]:
+        items = [{**self.shaped[b][i], "position": p, "bucket": b} for i, b, p in batch]
+        return default_collate(items)
