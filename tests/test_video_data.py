@@ -92,7 +92,8 @@ def grey_levels(video: torch.Tensor) -> list[int]:
 def test_real_h264_clips_decoded_by_seeking_equal_a_full_decode():
     layout = VideoFiles()
     bikes = DATA / "bikes.mp4"  # 250 frames, keyframes at 0, 30, 76, 137, 187, 242
-    assert layout.probe(bikes) == {"frames": 250, "fps": 25.0}
+    assert layout.probe(bikes) == {"frames": 250, "fps": 25.0, "height": 272, "width": 640}
+    assert layout.read(bikes, [0], 25.0).shape == (1, 272, 640, 3)  # the native size is the decoded one
     carphone = layout.probe(DATA / "carphone_distorted.mp4")
     assert carphone["frames"] == 120 and carphone["fps"] == pytest.approx(30000 / 1001)
     with av.open(str(bikes)) as container:
@@ -243,3 +244,29 @@ def test_fit_from_a_video_folder_through_the_cli(repo_root, tmp_path):
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert list(metrics["step"]) == [1, 2] and metrics["val_loss_raw"].notna().all()
     assert metrics["samples_seen"].iloc[-1] == 4
+
+
+def test_video_folder_buckets_keep_each_video_at_its_aspect_ratio_and_length(tmp_path):
+    for c in CLASSES[:2]:  # per class: a portrait video, three landscape ones, two short landscape ones
+        for v, (size, frames) in enumerate([((24, 32), 12)] + [((32, 24), 12)] * 3 + [((32, 24), 5)] * 2):
+            write_video(tmp_path / c / f"{c}_{v}.mp4", frames, size=size)
+    buckets = [
+        {"frames": 4, "height": 24, "width": 32, "batch_size": 2},
+        {"frames": 4, "height": 32, "width": 24, "batch_size": 1},
+        {"frames": 8, "height": 24, "width": 32, "batch_size": 2},
+    ]
+    dm = VideoFolderDataModule(str(tmp_path), val_clips=2, buckets=buckets, random_start=False, batch_size=2)
+    dm.setup("fit")
+    assert dm.clip_shape == (3, 8, 24, 32)  # the largest bucket
+    fits = dm.bucket_fits("train")
+    for i, clip in enumerate(dm.clips()[0]):
+        expected = [1] if clip.height > clip.width else [0, 2] if clip.frames == 12 else [0]
+        assert fits(i) == expected, clip
+    batches = list(dm.train_dataloader())
+    assert {int(b["bucket"][0]) for b in batches} >= {0, 1}
+    for batch in batches:
+        bucket = buckets[int(batch["bucket"][0])]
+        assert batch["video"].shape[1:] == (3, bucket["frames"], bucket["height"], bucket["width"])
+        for video in batch["video"]:
+            levels = grey_levels(video)  # consecutive frames of one video, resized and cropped
+            assert all(5 <= b - a <= 7 for a, b in zip(levels, levels[1:], strict=False)), levels  # h264: +-1

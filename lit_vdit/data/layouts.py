@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: entries hold the native height and width (buckets by aspect ratio)
 
 
 class VideoDecodeError(RuntimeError):
@@ -47,7 +47,8 @@ class Layout(Protocol):
         """Videos under ``root``: relative path -> change key (compared to decide whether to re-probe)."""
 
     def probe(self, path: Path) -> dict[str, Any]:
-        """``{"frames": int, "fps": float | None}``; raises :class:`VideoDecodeError` if unreadable."""
+        """``{"frames": int, "fps": float | None, "height": int, "width": int}`` (native size); raises
+        :class:`VideoDecodeError` if unreadable."""
 
     def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
         """Frames ``indices`` (increasing) as (T, H, W, 3) uint8; raises :class:`VideoDecodeError`."""
@@ -83,10 +84,10 @@ class VideoFiles:
                 # Packets actually present (headers of truncated files overstate the count).
                 frames = sum(1 for packet in container.demux(stream) if packet.size)
             with av.open(str(path)) as container:
-                next(container.decode(video=0))
+                first = next(container.decode(video=0))
         except (av.FFmpegError, OSError, ValueError, StopIteration) as e:
             raise VideoDecodeError(f"cannot decode: {e or type(e).__name__}") from e
-        return {"frames": frames, "fps": float(fps)}
+        return {"frames": frames, "fps": float(fps), "height": first.height, "width": first.width}
 
     def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
         wanted, out = set(indices), {}
@@ -135,8 +136,8 @@ class FrameFolders:
         empty = [n for n in names if (path / n).stat().st_size == 0]
         if empty:
             raise VideoDecodeError(f"empty frame file {empty[0]} (0 bytes)")
-        self.read(path, [0], None)
-        return {"frames": len(names), "fps": None}
+        height, width = self.read(path, [0], None).shape[1:3]
+        return {"frames": len(names), "fps": None, "height": int(height), "width": int(width)}
 
     def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
         names = self.frames(path)
@@ -161,7 +162,7 @@ def index_path(root: str | Path, layout: Layout, index_dir: str | Path | None = 
 def load_index(
     root: str | Path, layout: Layout, index_dir: str | Path | None = None, strict: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """Readable videos under ``root``: relative path -> ``{"frames", "fps"}``.
+    """Readable videos under ``root``: relative path -> ``{"frames", "fps", "height", "width"}``.
 
     Only videos that are new or changed (size / mtime) since the saved index are probed. An
     unreadable video is skipped with one warning line (and a summary count), or raises a

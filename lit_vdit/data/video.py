@@ -9,8 +9,10 @@ when the DataModule has captions (:mod:`lit_vdit.data.captions`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lit_vdit.data.buckets import Bucket, largest
 from lit_vdit.data.captions import CaptionError, assign_captions, read_manifest, readable_class
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.layouts import (
@@ -86,6 +89,8 @@ class Clip:
     segment: int
     segments: int
     caption: str | None = None
+    height: int = 0  # the video's native size (for buckets by aspect ratio)
+    width: int = 0
 
 
 def make_clips(
@@ -113,7 +118,7 @@ def make_clips(
         segments = min(clips_per_video, starts)
         caption = captions[rel] if captions is not None else None
         clips += [
-            Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments, caption)
+            Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments, caption, *native_size(entry))
             for s in range(segments)
         ]
     if short:
@@ -121,6 +126,22 @@ def make_clips(
             "%d of %d videos are shorter than a clip (%d frames) and skipped", short, len(videos), span
         )
     return sorted(clips, key=lambda c: (zlib.crc32(f"{c.video}#{c.segment}".encode()), c.video, c.segment))
+
+
+def native_size(entry: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of an indexed video."""
+    return int(entry["height"]), int(entry["width"])
+
+
+def fitting_buckets(clip: Clip, buckets: list[Bucket], frame_interval: int) -> list[int]:
+    """The buckets a clip may take: those its video is long enough for, of the aspect ratio nearest
+    its native one (resize-and-crop then keeps most of the frame)."""
+    long_enough = [i for i, b in enumerate(buckets) if clip_span(b.frames, frame_interval) <= clip.frames]
+    if not long_enough:
+        return []
+    distance = lambda i: abs(math.log((buckets[i].width / buckets[i].height) / (clip.width / clip.height)))
+    nearest = min(distance(i) for i in long_enough)
+    return [i for i in long_enough if distance(i) - nearest < 1e-9]
 
 
 class ClipDataset(Dataset):
@@ -214,6 +235,10 @@ class VideoFolderDataModule(VideoDataModule):
         captions: caption manifest, a CSV with ``path,text`` columns (Open-Sora's layout) or JSON
             lines of ``{"path", "text"}``, paths relative to ``root`` (``val_root``'s too); videos
             without a caption are skipped (an error when ``strict``).
+        buckets: clip shapes of a run (:class:`~lit_vdit.data.datamodule.VideoDataModule`): each clip
+            takes one of the buckets its video is long enough for and whose aspect ratio is nearest
+            its own (then resized and centre-cropped to it); ``frames``, ``height``, ``width`` are
+            then the largest bucket's.
         caption_template: captions from the class names instead, e.g. ``"a video of a person doing
             {label}"`` (``{label}``: the class folder name in words, "ApplyEyeMakeup" -> "apply eye makeup").
         extensions: file suffixes (or, for frame folders, image suffixes) to take.
@@ -249,8 +274,13 @@ class VideoFolderDataModule(VideoDataModule):
         seed: int = 0,
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
+        buckets: list[dict[str, Any]] | None = None,
     ) -> None:
-        super().__init__(batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache)
+        super().__init__(
+            batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache, buckets
+        )
+        if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it
+            frames, height, width = largest(self.buckets).shape
         if num_clips is not None and num_clips < 1:
             raise ValueError(f"num_clips must be a positive number of unique clips or None, got {num_clips}")
         self.root, self.val_root, self.split_dir, self.split = root, val_root, split_dir, split
@@ -317,8 +347,10 @@ class VideoFolderDataModule(VideoDataModule):
         if captions is not None:
             train = {rel: v for rel, v in train.items() if rel in captions}
             val = {rel: v for rel, v in val.items() if rel in captions}
+        # With buckets, clips of the shortest bucket: a video serves every bucket it is long enough for.
+        frames = min(b.frames for b in self.buckets) if self.buckets is not None else self.frames
         clips = lambda vids: make_clips(
-            vids, labels, self.frames, self.frame_interval, self.clips_per_video, self.strict, captions
+            vids, labels, frames, self.frame_interval, self.clips_per_video, self.strict, captions
         )
         train_clips, val_clips = clips(train), clips(val)
         if not train_clips or not val_clips:
@@ -405,22 +437,30 @@ class VideoFolderDataModule(VideoDataModule):
             )
         return {r: v for r, v in videos.items() if r not in held}, {r: videos[r] for r in held}
 
-    def dataset(self, clips: list[Clip], root: str, random_start: bool) -> ClipDataset:
+    def dataset(
+        self, clips: list[Clip], root: str, random_start: bool, shape: tuple[int, int, int] | None = None
+    ) -> ClipDataset:
+        frames, height, width = shape or (self.frames, self.height, self.width)
         return ClipDataset(
-            root,
-            self.layout,
-            clips,
-            self.frames,
-            self.frame_interval,
-            self.height,
-            self.width,
-            random_start,
-            self.strict,
+            root, self.layout, clips, frames, self.frame_interval, height, width, random_start, self.strict
         )
+
+    def shaped(self, split: str, frames: int, height: int, width: int) -> Dataset:
+        train, val, _ = self.clips()
+        if split == "train":
+            return self.dataset(train, self.root, self.random_start, (frames, height, width))
+        return self.dataset(val, self.val_root or self.root, False, (frames, height, width))
+
+    def bucket_fits(self, split: str) -> Callable[[int], list[int]]:
+        train, val, _ = self.clips()
+        clips = train if split == "train" else val
+        return lambda i: fitting_buckets(clips[i], self.buckets, self.frame_interval)
 
     def setup(self, stage: str | None = None) -> None:
         train, val, _ = self.clips()
         self.train_set = self.dataset(train, self.root, self.random_start)
+        if self.buckets is not None:  # the real clips of FVD / FID: those long enough for the largest
+            val = [c for c in val if clip_span(self.frames, self.frame_interval) <= c.frames]
         self.val_set = self.dataset(val, self.val_root or self.root, False)
 
 
