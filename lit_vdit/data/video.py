@@ -1,199 +1,33 @@
-"""Real videos sampled as fixed-size clips, and their DataModules (video folders, frame folders).
-
-A :class:`ClipDataset` turns the videos of an index (:mod:`lit_vdit.data.layouts`) into clips of
-``frames`` frames every ``frame_interval`` frames, resized (short side) and centre-cropped to
-``height`` x ``width``, as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``, plus ``"caption"``
-when the DataModule has captions (:mod:`lit_vdit.data.captions`).
-"""
+"""The DataModules of real videos (video folders, frame folders, UCF-101 split files), their clips
+(:mod:`lit_vdit.data.clips`) in buckets and beside images."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
-from lit_vdit.data.buckets import Bucket, largest
+from lit_vdit.data.buckets import largest
 from lit_vdit.data.captions import CaptionError, assign_captions, read_manifest, readable_class
+from lit_vdit.data.clips import Clip, ClipDataset, clip_span, fitting_buckets, make_clips
 from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.data.layouts import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     FrameFolders,
+    ImageFiles,
     Layout,
-    VideoDecodeError,
     VideoFiles,
     load_index,
 )
 from lit_vdit.io import fingerprint
 
 log = logging.getLogger(__name__)
-
-MAX_SUBSTITUTES = 10
-
-
-# -- clips -------------------------------------------------------------------------------------------
-def clip_span(frames: int, frame_interval: int) -> int:
-    """Frames of video one clip covers."""
-    return (frames - 1) * frame_interval + 1
-
-
-def sample_clip(
-    length: int, frames: int, frame_interval: int, segment: int = 0, segments: int = 1, random: bool = False
-) -> list[int]:
-    """Frame indices of clip ``segment`` of ``segments`` in a video of ``length`` frames.
-
-    The valid start frames are split into ``segments`` equal ranges; the clip starts at the middle
-    of its range, or anywhere in it when ``random`` (from torch's global generator, which the
-    DataLoader seeds per worker).
-    """
-    span = clip_span(frames, frame_interval)
-    starts = length - span + 1
-    if starts < 1:
-        raise ValueError(f"a video of {length} frames is shorter than a clip ({span} frames)")
-    lo = segment * starts // segments
-    hi = max((segment + 1) * starts // segments, lo + 1)
-    start = int(torch.randint(lo, hi, ())) if random else (lo + hi - 1) // 2
-    return list(range(start, start + span, frame_interval))
-
-
-def resize_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (3, T, height, width) in [-1, 1]: short side resized (antialiased),
-    then centre crop."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # channels-last uint8: torch's fast resize path
-    h, w = x.shape[-2:]
-    scale = max(height / h, width / w)
-    size = (max(height, round(h * scale)), max(width, round(w * scale)))
-    if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    x = x[..., top : top + height, left : left + width]
-    return (x.float() / 127.5 - 1).permute(1, 0, 2, 3).contiguous()
-
-
-@dataclass(frozen=True)
-class Clip:
-    video: str  # path relative to the root
-    frames: int  # frames in the video
-    fps: float | None
-    label: int
-    segment: int
-    segments: int
-    caption: str | None = None
-    height: int = 0  # the video's native size (for buckets by aspect ratio)
-    width: int = 0
-
-
-def make_clips(
-    videos: dict[str, dict[str, Any]],
-    labels: dict[str, int],
-    frames: int,
-    frame_interval: int,
-    clips_per_video: int,
-    strict: bool = False,
-    captions: dict[str, str] | None = None,
-) -> list[Clip]:
-    """Up to ``clips_per_video`` clips per video, in a fixed pseudo-random order (a hash of video and
-    segment), so that the first n clips are a subset of the first n + 1: nested data budgets.
-    Videos shorter than a clip are skipped with a warning (raise when ``strict``)."""
-    span, clips, short = clip_span(frames, frame_interval), [], 0
-    for rel, entry in videos.items():
-        starts = entry["frames"] - span + 1
-        if starts < 1:
-            message = f"video {rel} is too short: {entry['frames']} frames, a clip needs {span}"
-            if strict:
-                raise VideoDecodeError(f"{message} (strict=True)")
-            log.warning("skipping %s", message)
-            short += 1
-            continue
-        segments = min(clips_per_video, starts)
-        caption = captions[rel] if captions is not None else None
-        clips += [
-            Clip(rel, entry["frames"], entry["fps"], labels[rel], s, segments, caption, *native_size(entry))
-            for s in range(segments)
-        ]
-    if short:
-        log.warning(
-            "%d of %d videos are shorter than a clip (%d frames) and skipped", short, len(videos), span
-        )
-    return sorted(clips, key=lambda c: (zlib.crc32(f"{c.video}#{c.segment}".encode()), c.video, c.segment))
-
-
-def native_size(entry: dict[str, Any]) -> tuple[int, int]:
-    """(height, width) of an indexed video."""
-    return int(entry["height"]), int(entry["width"])
-
-
-def fitting_buckets(clip: Clip, buckets: list[Bucket], frame_interval: int) -> list[int]:
-    """The buckets a clip may take: those its video is long enough for, of the aspect ratio nearest
-    its native one (resize-and-crop then keeps most of the frame)."""
-    long_enough = [i for i, b in enumerate(buckets) if clip_span(b.frames, frame_interval) <= clip.frames]
-    if not long_enough:
-        return []
-    distance = lambda i: abs(math.log((buckets[i].width / buckets[i].height) / (clip.width / clip.height)))
-    nearest = min(distance(i) for i in long_enough)
-    return [i for i in long_enough if distance(i) - nearest < 1e-9]
-
-
-class ClipDataset(Dataset):
-    """Clips of indexed videos as ``{"video": (3, T, H, W) in [-1, 1], "label": int}``.
-
-    A clip that fails to decode (rare once indexed) is replaced by the next one, with a warning,
-    so a long run never dies on one bad file; ``strict`` raises instead.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        layout: Layout,
-        clips: list[Clip],
-        frames: int,
-        frame_interval: int,
-        height: int,
-        width: int,
-        random_start: bool = False,
-        strict: bool = False,
-    ) -> None:
-        self.root, self.layout, self.clips = Path(root), layout, clips
-        self.frames, self.frame_interval = frames, frame_interval
-        self.height, self.width = height, width
-        self.random_start, self.strict = random_start, strict
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def load(self, index: int) -> dict[str, torch.Tensor | int]:
-        clip = self.clips[index]
-        indices = sample_clip(
-            clip.frames, self.frames, self.frame_interval, clip.segment, clip.segments, self.random_start
-        )
-        frames = self.layout.read(self.root / clip.video, indices, clip.fps)
-        item = {"video": resize_crop(frames, self.height, self.width), "label": clip.label}
-        return item if clip.caption is None else {**item, "caption": clip.caption}
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        errors = []
-        for offset in range(min(MAX_SUBSTITUTES, len(self))):
-            substitute = (index + offset) % len(self)
-            try:
-                return self.load(substitute)
-            except VideoDecodeError as e:
-                if self.strict:
-                    raise
-                errors.append(str(e))
-                log.warning("clip %d: %s; using clip %d instead", substitute, e, (substitute + 1) % len(self))
-        raise VideoDecodeError(f"{len(errors)} clips in a row failed to decode, last: {errors[-1]}")
 
 
 # -- DataModules -------------------------------------------------------------------------------------
@@ -239,6 +73,11 @@ class VideoFolderDataModule(VideoDataModule):
             takes one of the buckets its video is long enough for and whose aspect ratio is nearest
             its own (then resized and centre-cropped to it); ``frames``, ``height``, ``width`` are
             then the largest bucket's.
+        images: a folder of images (any tree; class folders named as the videos' when they have
+            classes) for image + video joint training: the images fill the one-frame buckets (and
+            the videos the others), ``image_fraction`` of each epoch's clips.
+        image_captions: the images' caption manifest (paths relative to ``images``), when the videos
+            are captioned from a manifest (``caption_template`` captions both by class).
         caption_template: captions from the class names instead, e.g. ``"a video of a person doing
             {label}"`` (``{label}``: the class folder name in words, "ApplyEyeMakeup" -> "apply eye makeup").
         extensions: file suffixes (or, for frame folders, image suffixes) to take.
@@ -275,10 +114,23 @@ class VideoFolderDataModule(VideoDataModule):
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
         buckets: list[dict[str, Any]] | None = None,
+        images: str | None = None,
+        image_fraction: float = 0.25,
+        image_captions: str | None = None,
     ) -> None:
         super().__init__(
             batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache, buckets
         )
+        if images is not None and not any(b.frames == 1 for b in self.buckets or []):
+            raise ValueError(
+                "images train in one-frame buckets: add a bucket {frames: 1, height, width} to buckets"
+            )
+        if not 0 < image_fraction < 1:
+            raise ValueError(
+                f"image_fraction is the images' share of the clips, in (0, 1): got {image_fraction}"
+            )
+        self.images, self.image_fraction, self.image_captions = images, image_fraction, image_captions
+        self._image_clips: list[Clip] | None = None
         if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it
             frames, height, width = largest(self.buckets).shape
         if num_clips is not None and num_clips < 1:
@@ -447,14 +299,61 @@ class VideoFolderDataModule(VideoDataModule):
 
     def shaped(self, split: str, frames: int, height: int, width: int) -> Dataset:
         train, val, _ = self.clips()
-        if split == "train":
-            return self.dataset(train, self.root, self.random_start, (frames, height, width))
-        return self.dataset(val, self.val_root or self.root, False, (frames, height, width))
+        if split != "train":
+            return self.dataset(val, self.val_root or self.root, False, (frames, height, width))
+        videos = self.dataset(train, self.root, self.random_start, (frames, height, width))
+        if self.images is None:
+            return videos
+        images = ClipDataset(
+            self.images, ImageFiles(), self.image_clips(), 1, 1, height, width, False, self.strict
+        )
+        return ConcatDataset([videos, images])  # the images after the videos (image_pool)
 
     def bucket_fits(self, split: str) -> Callable[[int], list[int]]:
         train, val, _ = self.clips()
-        clips = train if split == "train" else val
-        return lambda i: fitting_buckets(clips[i], self.buckets, self.frame_interval)
+        clips = train + self.image_clips() if split == "train" and self.images is not None else train
+        clips = clips if split == "train" else val
+        frames = [i for i, b in enumerate(self.buckets) if b.frames > 1]
+        videos = frames if self.images is not None else None  # the images fill the one-frame buckets
+        stills = [i for i, b in enumerate(self.buckets) if b.frames == 1]
+        n_videos = len(train) if split == "train" else len(val)
+        return lambda i: fitting_buckets(
+            clips[i], self.buckets, self.frame_interval, videos if i < n_videos else stills
+        )
+
+    def image_pool(self, split: str) -> tuple[int, float] | None:
+        if split != "train" or self.images is None:
+            return None
+        return len(self.clips()[0]), self.image_fraction
+
+    def image_clips(self) -> list[Clip]:
+        """The ``images`` as one-frame clips, labelled by their class folder when the videos have
+        classes, captioned as the videos are (by class, or from ``image_captions``)."""
+        if self._image_clips is None:
+            entries = load_index(self.images, ImageFiles(), self.index_dir, self.strict)
+            classes = self.clips()[2]
+            unknown = sorted({self._class_of(r) for r in entries} - set(classes)) if classes else []
+            if unknown:
+                raise ValueError(
+                    f"images of classes the videos do not have: {unknown[:5]}; name the image class "
+                    f"folders as the videos' ({classes[:5]}...)"
+                )
+            labels = {rel: classes.index(self._class_of(rel)) if classes else 0 for rel in entries}
+            captions = None
+            if self.caption_template:
+                template = self.caption_template
+                captions = {r: template.format(label=readable_class(classes[labels[r]])) for r in entries}
+            elif self.captions:
+                if not self.image_captions:
+                    raise CaptionError(
+                        "the videos are captioned from a manifest and the images have none: give "
+                        "image_captions (a manifest of the images, paths relative to images)"
+                    )
+                manifest = read_manifest(self.image_captions, self.images)
+                captions = assign_captions(list(entries), manifest, str(self.image_captions), self.strict)
+                entries = {r: v for r, v in entries.items() if r in captions}
+            self._image_clips = make_clips(entries, labels, 1, 1, 1, self.strict, captions)
+        return self._image_clips
 
     def setup(self, stage: str | None = None) -> None:
         train, val, _ = self.clips()
