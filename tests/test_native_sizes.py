@@ -183,3 +183,45 @@ def test_info_sweeps_tokens_per_clip_for_a_dit_and_a_unet_side_by_side(capsys):
         long["unet_demo"]["attention"] < 1.5 * short["unet_demo"]["attention"]
     )  # attention at low resolution
     assert long["unet_demo"]["flops"] == pytest.approx(8 * short["unet_demo"]["flops"], rel=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_classes=3, position="sincos"),
+        dict(num_classes=3, position="rope"),
+        dict(text_dim=8, text_conditioning="cross"),
+        dict(text_dim=8, text_conditioning="pooled", temporal_gate=True),
+    ],
+    ids=["class-sincos", "class-rope", "text-cross", "text-pooled-gated"],
+)
+def test_packed_clips_give_the_outputs_and_losses_of_separate_runs(kwargs):
+    model = randomised(VideoDiT((4, 4, 16, 16), preset="T1", patch_size=(1, 4, 4), **kwargs))
+    if model.temporal_gate is not None:
+        torch.nn.init.normal_(model.temporal_gate)
+    shapes = [(4, 16, 16), (2, 8, 12), (1, 16, 16), (3, 12, 8)]
+    clips = [torch.randn(4, *shape) for shape in shapes]
+    targets = [torch.randn_like(clip) for clip in clips]
+    t = torch.tensor([5.0, 300.0, 620.0, 990.0])
+    y = torch.tensor([0, 2, 1, 2]) if model.y_embedder is not None else None
+    lengths = torch.tensor([3, 1, 2, 3])
+    tokens = torch.randn(4, 3, 8)
+    text = TextEmbedding(tokens, torch.arange(3)[None] < lengths[:, None]) if model.caption_embedder else None
+    with torch.no_grad():
+        packed = model.forward_packed(clips, t, y, text)
+        for i, clip in enumerate(clips):
+            one = TextEmbedding(tokens[i : i + 1], text.mask[i : i + 1]) if text is not None else None
+            alone = model(clip[None], t[i : i + 1], y[i : i + 1] if y is not None else None, one)[0]
+            assert (packed[i] - alone).abs().max() < 1e-5
+            loss_packed, loss_alone = (
+                ((packed[i] - targets[i]) ** 2).mean(),
+                ((alone - targets[i]) ** 2).mean(),
+            )
+            assert abs(loss_packed - loss_alone) < 1e-5
+
+
+def test_packing_refuses_what_it_cannot_pack():
+    with pytest.raises(ValueError, match="attention='full'"):
+        VideoDiT((4, 2, 8, 8), preset="T0", attention="interleaved").forward_packed(
+            [torch.randn(4, 2, 8, 8)], torch.ones(1)
+        )

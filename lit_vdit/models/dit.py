@@ -15,6 +15,8 @@ With T=1 and patch (1, 2, 2) the model and its parameter count are exactly DiT's
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -34,6 +36,7 @@ from lit_vdit.models.layers import (
     sincos_2d,
     sincos_3d,
     sincos_temporal,
+    spread,
 )
 from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, masked_mean
 
@@ -84,6 +87,18 @@ class PatchEmbed3D(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+@dataclass
+class Pack:
+    """Several clips' tokens in one sequence (NaViT packing, :meth:`VideoDiT.forward_packed`):
+    ``segment`` (N,) is each token's clip, ``mask`` (1, N, N) the block-diagonal attention mask (True
+    within a clip). The mask goes to SDPA: exact on every device and backend, at the cost of
+    computing the masked-out scores too (``flex_attention`` would skip them, but is fast only
+    compiled; see benchmarks/bench_packing.py)."""
+
+    segment: torch.Tensor
+    mask: torch.Tensor
+
+
 class DiTBlock(nn.Module):
     """adaLN-Zero transformer block attending over all tokens, within frames or across time.
 
@@ -132,18 +147,22 @@ class DiTBlock(nn.Module):
         rope: Rotary | None,
         text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
+        pack: Pack | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, N, D) video tokens, (B, D) conditioning, caption tokens (B, L, D) and mask (B, L) ->
-        the updated video tokens and caption tokens."""
+        the updated video tokens and caption tokens. A ``pack`` is one sequence of several clips
+        (B = 1): each token modulated by its clip's conditioning, attending within its clip."""
         if self.text == "joint":
             return self.joint(x, c, rope, text, text_mask)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
-            6, dim=1
-        )
-        x = x + gate_msa.unsqueeze(1) * self.attend(modulate(self.norm1(x), shift_msa, scale_msa), grid, rope)
+        segment = pack.segment if pack is not None else None
+        mods = [spread(m, segment) for m in self.adaLN_modulation(c).chunk(6, dim=1)]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
+        h = modulate(self.norm1(x), shift_msa, scale_msa)
+        attended = self.attn(h, rope, mask=pack.mask) if pack is not None else self.attend(h, grid, rope)
+        x = x + gate_msa * attended
         if self.text == "cross":
             x = x + self.cross_attn(x, text, text_mask)
-        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), text
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), text
 
     def joint(
         self,
@@ -155,17 +174,17 @@ class DiTBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One attention over [video tokens, caption tokens]; padding masked as keys, RoPE on video only."""
         n = x.shape[1]
-        video_mod = self.adaLN_modulation(c).chunk(6, dim=1)
-        text_mod = self.text_adaLN_modulation(c).chunk(6, dim=1)
+        video_mod = [spread(m) for m in self.adaLN_modulation(c).chunk(6, dim=1)]
+        text_mod = [spread(m) for m in self.text_adaLN_modulation(c).chunk(6, dim=1)]
         joint = torch.cat(
             [modulate(self.norm1(x), *video_mod[:2]), modulate(self.norm1(text), *text_mod[:2])], dim=1
         )  # (B, N + L, D)
         keys = torch.cat([torch.ones_like(text_mask[:, :1]).expand(-1, n), text_mask], dim=1)
         out = self.attn(joint, rope, mask=keys, rope_len=n)
-        x = x + video_mod[2].unsqueeze(1) * out[:, :n]
-        text = text + text_mod[2].unsqueeze(1) * out[:, n:]
-        x = x + video_mod[5].unsqueeze(1) * self.mlp(modulate(self.norm2(x), *video_mod[3:5]))
-        text = text + text_mod[5].unsqueeze(1) * self.mlp(modulate(self.norm2(text), *text_mod[3:5]))
+        x = x + video_mod[2] * out[:, :n]
+        text = text + text_mod[2] * out[:, n:]
+        x = x + video_mod[5] * self.mlp(modulate(self.norm2(x), *video_mod[3:5]))
+        text = text + text_mod[5] * self.mlp(modulate(self.norm2(text), *text_mod[3:5]))
         return x, text
 
 
@@ -178,8 +197,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_volume * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, c: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
+        shift, scale = (spread(m, segment) for m in self.adaLN_modulation(c).chunk(2, dim=1))
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -415,6 +434,57 @@ class VideoDiT(nn.Module):
             self._tables[key] = (table.to(like)[None], temporal.float().to(like)[None])
         table, temporal = self._tables[key]
         return table if self.temporal_gate is None else table + self.temporal_gate.to(like) * temporal
+
+    def forward_packed(
+        self,
+        clips: list[torch.Tensor],
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        text: TextEmbedding | None = None,
+    ) -> list[torch.Tensor]:
+        """K clips of any shapes (each (C, T, H, W)) as one sequence: the same outputs as K separate
+        calls, with no padding. t: (K,), y: (K,) or None, text: K captions or None. Full attention
+        and cross / pooled text only (interleaved and joint attention reshape per clip)."""
+        if any(block.layout != "full" for block in self.blocks) or self.text_conditioning == "joint":
+            raise ValueError(
+                "packing attends within each clip over all its tokens: use attention='full' and text "
+                "conditioning 'cross' or 'pooled' (or run the clips as batches of one shape)"
+            )
+        grids = [self.token_grid(clip[None].shape) for clip in clips]
+        lengths = [math.prod(grid) for grid in grids]
+        tokens = torch.cat([self.x_embedder(clip[None]) for clip in clips], dim=1)  # (1, N, D)
+        if self.pos_embed is not None:
+            tokens = tokens + torch.cat([self.position_table(g, tokens) for g in grids], dim=1)
+        segment = torch.repeat_interleave(
+            torch.arange(len(clips), device=tokens.device), torch.tensor(lengths, device=tokens.device)
+        )  # (N,): the clip of each token
+        pack = Pack(segment, (segment[:, None] == segment[None, :])[None])
+        rope = None
+        if self.rope is not None:
+            rotations = [self.rope.at(g, tokens.device) for g in grids]
+            rope = Rotary(torch.cat([r.cos for r in rotations]), torch.cat([r.sin for r in rotations]))
+        c = self.t_embedder(t)  # (K, D)
+        if self.y_embedder is not None:
+            if y is None:
+                raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
+            c = c + self.y_embedder(y, self.training)
+        context = context_mask = None
+        if self.caption_embedder is not None:
+            if text is None:
+                raise ValueError("this VideoDiT is text-conditional (text_dim set): pass the captions' text")
+            captions, caption_mask = self.caption_embedder(text)  # (K, L, D), (K, L)
+            if self.text_conditioning == "pooled":
+                c = c + masked_mean(captions, caption_mask)
+            else:  # every token attends to its own clip's caption tokens
+                owner = torch.arange(len(clips), device=tokens.device).repeat_interleave(captions.shape[1])
+                context = captions.reshape(1, -1, captions.shape[-1])  # (1, K*L, D)
+                context_mask = ((segment[:, None] == owner[None, :]) & caption_mask.reshape(1, -1))[None]
+        for block in self.blocks:
+            tokens, _ = block(tokens, c, None, rope, context, context_mask, pack)
+        out = self.final_layer(tokens, c, segment)[0]  # (N, patch values)
+        return [
+            self.unpatchify(part[None], grid)[0] for part, grid in zip(out.split(lengths), grids, strict=True)
+        ]
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         pt, ph, pw = self.patch_size

@@ -10,8 +10,15 @@ from torch import nn
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation: ``x * (1 + scale) + shift`` with per-sample (B, D) shift and scale."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN modulation: ``x * (1 + scale) + shift``, shift and scale (B, 1, D) per sample or (1, N, D)
+    per token (:func:`spread`)."""
+    return x * (1 + scale) + shift
+
+
+def spread(m: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
+    """A per-sample (B, D) modulation over each sample's tokens, (B, 1, D); for a pack of clips in one
+    sequence (``segment``: each token's clip), the clips' (K, D) rows per token, (1, N, D)."""
+    return m.unsqueeze(1) if segment is None else m[segment].unsqueeze(0)
 
 
 class TimestepEmbedder(nn.Module):
@@ -158,8 +165,11 @@ class RotaryEmbedding3D:
 
 
 def key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, L) bool key mask (True = attend) -> SDPA's (B, 1, 1, L) boolean ``attn_mask``."""
-    return None if mask is None else mask[:, None, None, :]
+    """(B, L) bool key mask (True = attend), or (B, N, L) per query (a pack's block-diagonal mask) ->
+    SDPA's boolean ``attn_mask``, (B, 1, 1, L) or (B, 1, N, L)."""
+    if mask is None:
+        return None
+    return mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
 
 
 class Attention(nn.Module):
