@@ -199,7 +199,10 @@ class Attention(nn.Module):
         rope_tokens: slice = slice(None),
         mask: torch.Tensor | None = None,
         rope_len: int | None = None,
+        lengths: list[int] | None = None,
     ) -> torch.Tensor:
+        """``lengths``: the tokens are a pack of clips of these lengths, each attending within itself
+        (block-diagonal attention, run clip by clip with the fused kernel: no masked-out scores)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -208,7 +211,11 @@ class Attention(nn.Module):
         elif rope is not None:
             q = torch.cat([rope(q[:, :, :rope_len], rope_tokens), q[:, :, rope_len:]], dim=2)
             k = torch.cat([rope(k[:, :, :rope_len], rope_tokens), k[:, :, rope_len:]], dim=2)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask))
+        if lengths is None:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask))
+        else:
+            parts = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)
+            x = torch.cat([F.scaled_dot_product_attention(*part) for part in parts], dim=2)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
