@@ -441,6 +441,25 @@ class VideoDiT(nn.Module):
         table, temporal = self._tables[key]
         return table if self.temporal_gate is None else table + self.temporal_gate.to(like) * temporal
 
+    def condition(
+        self, t: torch.Tensor, y: torch.Tensor | None, text: TextEmbedding | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Each sample's (B, D) conditioning (timestep, class, pooled caption) and the caption tokens
+        the blocks attend to, (B, L, D) with their (B, L) mask (None without cross / joint text)."""
+        c = self.t_embedder(t)  # (B, D)
+        if self.y_embedder is not None:
+            if y is None:
+                raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
+            c = c + self.y_embedder(y, self.training)
+        if self.caption_embedder is None:
+            return c, None, None
+        if text is None:
+            raise ValueError("this VideoDiT is text-conditional (text_dim set): pass the captions' text")
+        context, context_mask = self.caption_embedder(text)  # (B, L, D), (B, L)
+        if self.text_conditioning == "pooled":
+            return c + masked_mean(context, context_mask), None, None
+        return c, context, context_mask
+
     def forward_packed(
         self,
         clips: list[torch.Tensor],
@@ -469,22 +488,11 @@ class VideoDiT(nn.Module):
         if self.rope is not None:
             rotations = [self.rope.at(g, tokens.device) for g in grids]
             rope = Rotary(torch.cat([r.cos for r in rotations]), torch.cat([r.sin for r in rotations]))
-        c = self.t_embedder(t)  # (K, D)
-        if self.y_embedder is not None:
-            if y is None:
-                raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
-            c = c + self.y_embedder(y, self.training)
-        context = context_mask = None
-        if self.caption_embedder is not None:
-            if text is None:
-                raise ValueError("this VideoDiT is text-conditional (text_dim set): pass the captions' text")
-            captions, caption_mask = self.caption_embedder(text)  # (K, L, D), (K, L)
-            if self.text_conditioning == "pooled":
-                c = c + masked_mean(captions, caption_mask)
-            else:  # every token attends to its own clip's caption tokens
-                owner = torch.arange(len(clips), device=tokens.device).repeat_interleave(captions.shape[1])
-                context = captions.reshape(1, -1, captions.shape[-1])  # (1, K*L, D)
-                context_mask = ((segment[:, None] == owner[None, :]) & caption_mask.reshape(1, -1))[None]
+        c, context, context_mask = self.condition(t, y, text)  # (K, D), (K, L, D), (K, L)
+        if context is not None:  # every token attends to its own clip's caption tokens
+            owner = torch.arange(len(clips), device=tokens.device).repeat_interleave(context.shape[1])
+            context_mask = ((segment[:, None] == owner[None, :]) & context_mask.reshape(1, -1))[None]
+            context = context.reshape(1, -1, context.shape[-1])  # (1, K*L, D)
         for block in self.blocks:
             tokens, _ = block(tokens, c, None, rope, context, context_mask, pack)
         out = self.final_layer(tokens, c, segment)[0]  # (N, patch values)
@@ -513,19 +521,7 @@ class VideoDiT(nn.Module):
         if self.pos_embed is not None:
             tokens = tokens + self.position_table(grid, tokens)
         rope = self.rope.at(grid, x.device) if self.rope is not None else None
-        c = self.t_embedder(t)  # (B, D)
-        if self.y_embedder is not None:
-            if y is None:
-                raise ValueError("this VideoDiT is class-conditional (num_classes > 0): pass labels y")
-            c = c + self.y_embedder(y, self.training)
-        context = context_mask = None
-        if self.caption_embedder is not None:
-            if text is None:
-                raise ValueError("this VideoDiT is text-conditional (text_dim set): pass the captions' text")
-            context, context_mask = self.caption_embedder(text)  # (B, L, D), (B, L)
-            if self.text_conditioning == "pooled":
-                c = c + masked_mean(context, context_mask)
-                context = None
+        c, context, context_mask = self.condition(t, y, text)  # (B, D), (B, L, D), (B, L)
         for block in self.blocks:
             tokens, context = block(tokens, c, grid, rope, context, context_mask)
         return self.unpatchify(self.final_layer(tokens, c), grid)  # (B, out_channels, T, H, W)
