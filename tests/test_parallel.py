@@ -213,3 +213,26 @@ def test_validation_clips_are_dealt_once_each_in_equal_numbers_of_batches(clips,
             assert len(clip_ids) == len(batch["label"])
             counted += clip_ids if count else []
     assert sorted(counted) == list(range(clips)) and len(lengths) == 1
+
+
+def test_a_bucketed_run_on_two_processes_is_the_single_process_run(tmp_path):
+    """Global batches of one shape each, dealt to the processes: the loss curve, the per-shape
+    accounting and the validation over every bucket of one process."""
+
+    def buckets(processes: int) -> str:
+        shapes = [
+            {"frames": 4, "height": 16, "width": 16, "batch_size": 4},
+            {"frames": 2, "height": 16, "width": 24},
+        ]
+        return json.dumps([{**s, "batch_size": s.get("batch_size", 8) // processes} for s in shapes])
+
+    single = fit(tmp_path / "single", "cpu", 1, STEPS, "--data.init_args.buckets", buckets(1))
+    ddp = fit(tmp_path / "ddp", "ddp_cpu", 2, STEPS, "--data.init_args.buckets", buckets(2))
+    expected, got = step_losses(single), step_losses(ddp)
+    assert torch.allclose(torch.tensor(got.values), torch.tensor(expected.values), rtol=RTOL, atol=0)
+    a, b = pd.read_csv(single / "metrics.csv"), pd.read_csv(ddp / "metrics.csv")
+    for column in ("samples_seen", "tokens_seen", "flops_measured"):
+        assert b[column].tolist() == a[column].tolist(), column
+    for column in ("train_loss", "val_loss_raw"):
+        assert torch.allclose(torch.tensor(b[column].values), torch.tensor(a[column].values), rtol=RTOL)
+    assert json.loads((ddp / "result.json").read_text())["bucket_mix"] == "4x16x16:0.5,2x16x24:0.5"
