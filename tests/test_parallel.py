@@ -24,6 +24,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from lit_vdit.callbacks import validation_batches
 from lit_vdit.data import SyntheticDataModule
+from lit_vdit.data.buckets import BucketSampler
 from lit_vdit.models.dit import VideoDiT
 from lit_vdit.models.layers import LabelEmbedder
 from lit_vdit.modules import DiffusionModule
@@ -236,3 +237,28 @@ def test_a_bucketed_run_on_two_processes_is_the_single_process_run(tmp_path):
     for column in ("train_loss", "val_loss_raw"):
         assert torch.allclose(torch.tensor(b[column].values), torch.tensor(a[column].values), rtol=RTOL)
     assert json.loads((ddp / "result.json").read_text())["bucket_mix"] == "4x16x16:0.5,2x16x24:0.5"
+
+
+def test_a_packed_run_on_two_processes_counts_every_process_pack(tmp_path):
+    """Packs of clips of several shapes, one per process and step (they differ): the accounting sums
+    what every process read, as the sampler planned it, and the run trains."""
+    shapes = [{"frames": 4, "height": 16, "width": 16}, {"frames": 2, "height": 16, "width": 24}]
+    args = ("--data.init_args.buckets", json.dumps(shapes), "--data.init_args.pack_positions", "2560")
+    ddp = fit(
+        tmp_path / "ddp",
+        "ddp_cpu",
+        2,
+        STEPS,
+        *args,
+        "--model.init_args.denoiser.init_args.patch_size",
+        "[1, 4, 4]",
+    )
+    data = SyntheticDataModule(num_clips=24, buckets=shapes, pack_positions=2560)
+    sampler = BucketSampler(list(range(24)), data.buckets, 2, 0, 0, pack_positions=2560)
+    steps = [batch for epoch in range(4) for batch in sampler.plan(epoch)][:STEPS]
+    assert len({len(batch.shares[0]) for batch in steps} | {len(batch.shares[1]) for batch in steps}) > 1
+    metrics = pd.read_csv(ddp / "metrics.csv")
+    assert metrics["samples_seen"].tolist() == [len(steps[0].clips), sum(len(b.clips) for b in steps)]
+    positions = {0: 4 * 16 * 16 // 16, 1: 2 * 16 * 24 // 16}  # tokens of a clip of each bucket
+    assert metrics["tokens_seen"].iloc[-1] == sum(positions[b] for batch in steps for b in batch.buckets)
+    assert metrics["train_loss"].notna().all() and metrics["val_loss_raw"].notna().all()

@@ -12,6 +12,7 @@ same shapes on any number of processes and after any resume.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -77,6 +78,16 @@ def bucket_mix(buckets: Sequence[Bucket]) -> str:
     return ",".join(f"{b.label()}:{b.probability / total:.3g}" for b in buckets)
 
 
+@dataclasses.dataclass
+class GlobalBatch:
+    """The clips of one step on all processes with their buckets; ``shares``: each process's clips
+    (positions in ``clips``) of a packed batch, None for a batch of one bucket (dealt round-robin)."""
+
+    clips: list[int]
+    buckets: list[int]
+    shares: list[list[int]] | None = None
+
+
 class BucketSampler(DistributedSampler):
     """Yields this process's batches as lists of ``(clip index, bucket, global position)``.
 
@@ -101,26 +112,33 @@ class BucketSampler(DistributedSampler):
         shuffle: bool = True,
         fits: Callable[[int], list[int]] | None = None,
         pool: tuple[int, float] | None = None,
+        pack_positions: int | None = None,
     ) -> None:
         super().__init__(
             dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=shuffle
         )
         if pool is not None and not (0 < pool[1] < 1 and 0 < pool[0] < len(dataset)):
             raise ValueError(f"pool {pool}: a start inside the dataset and a fraction in (0, 1)")
+        too_large = [
+            b.label() for b in buckets if pack_positions is not None and b.positions > pack_positions
+        ]
+        if too_large:
+            raise ValueError(f"pack_positions={pack_positions} is below a clip of bucket {too_large[0]}")
         self.buckets, self.fits, self.pool = list(buckets), fits, pool
-        self._plans: dict[int, list[tuple[int, list[int]]]] = {}
+        self.pack_positions = pack_positions if shuffle else None  # validation: batches of one bucket
+        self._plans: dict[int, list[GlobalBatch]] = {}
 
     def allowed(self, index: int) -> list[int]:
         return list(self.fits(index)) if self.fits is not None else list(range(len(self.buckets)))
 
-    def plan(self, epoch: int) -> list[tuple[int, list[int]]]:
-        """Epoch ``epoch``'s global batches, in reading order: (bucket, clip indices of all processes)."""
+    def plan(self, epoch: int) -> list[GlobalBatch]:
+        """Epoch ``epoch``'s global batches, in reading order."""
         if not self.shuffle:
             epoch = 0  # validation: one fixed order
         if epoch in self._plans:
             return self._plans[epoch]
         members: list[list[int]] = [[] for _ in self.buckets]
-        batches: list[tuple[int, list[int]]] = []
+        batches: list[GlobalBatch] = []
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + epoch)
             order = self.epoch_order(epoch, generator)
@@ -132,10 +150,16 @@ class BucketSampler(DistributedSampler):
                     cumulative = torch.cumsum(weights[allowed], 0) / weights[allowed].sum()
                     pick = min(int(torch.searchsorted(cumulative, u)), len(allowed) - 1)
                     members[allowed[pick]].append(index)
-            for b, clips in enumerate(members):
-                size = self.buckets[b].batch_size * self.num_replicas
-                batches += [(b, clips[i : i + size]) for i in range(0, len(clips) - size + 1, size)]
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            if self.pack_positions is not None:
+                batches = self.packed(order, members)
+            else:
+                for b, clips in enumerate(members):
+                    size = self.buckets[b].batch_size * self.num_replicas
+                    batches += [
+                        GlobalBatch(clips[i : i + size], [b] * size)
+                        for i in range(0, len(clips) - size + 1, size)
+                    ]
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         else:
             for index in range(len(self.dataset)):
                 allowed = self.allowed(index)
@@ -146,8 +170,31 @@ class BucketSampler(DistributedSampler):
                 for i in range(0, len(clips), size):
                     chunk = clips[i : i + size]
                     padding = -len(chunk) % self.num_replicas
-                    batches.append((b, chunk + (clips * padding)[:padding]))
+                    padded = chunk + (clips * padding)[:padding]
+                    batches.append(GlobalBatch(padded, [b] * len(padded)))
         self._plans[epoch] = batches
+        return batches
+
+    def packed(self, order: list[int], members: list[list[int]]) -> list[GlobalBatch]:
+        """Packs of clips of any buckets, in the epoch's order, each up to ``pack_positions`` positions
+        (next fit), one per process in each global batch."""
+        bucket_of = {index: b for b, clips in enumerate(members) for index in clips}
+        packs: list[list[int]] = [[]]
+        used = 0
+        for index in (i for i in order if i in bucket_of):
+            positions = self.buckets[bucket_of[index]].positions
+            if used + positions > self.pack_positions:
+                packs.append([])
+                used = 0
+            packs[-1].append(index)
+            used += positions
+        batches = []
+        for start in range(0, len(packs) - self.num_replicas + 1, self.num_replicas):
+            group = packs[start : start + self.num_replicas]
+            clips = [index for pack in group for index in pack]
+            bounds = [0, *itertools.accumulate(len(pack) for pack in group)]
+            shares = [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+            batches.append(GlobalBatch(clips, [bucket_of[i] for i in clips], shares))
         return batches
 
     def epoch_order(self, epoch: int, generator: torch.Generator) -> list[int]:
@@ -168,19 +215,33 @@ class BucketSampler(DistributedSampler):
     def whole_batches(self) -> list[list[tuple[int, int, int]]]:
         """Every global batch of epoch 0 whole, unpadded: what one process reads (validation shares
         them out itself, :func:`lit_vdit.callbacks.validation_batches`)."""
-        one = BucketSampler(self.dataset, self.buckets, 1, 0, self.seed, self.shuffle, self.fits, self.pool)
+        one = BucketSampler(
+            self.dataset,
+            self.buckets,
+            1,
+            0,
+            self.seed,
+            self.shuffle,
+            self.fits,
+            self.pool,
+            self.pack_positions,
+        )
         one.set_epoch(0)
         return list(one)
 
     def offset(self, epoch: int) -> int:
         """Samples read by all processes before epoch ``epoch`` (the first position of its first batch)."""
-        return sum(len(clips) for e in range(epoch) for _, clips in self.plan(e)) if self.shuffle else 0
+        return sum(len(batch.clips) for e in range(epoch) for batch in self.plan(e)) if self.shuffle else 0
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         position = self.offset(self.epoch)
-        for bucket, clips in self.plan(self.epoch):
-            mine = range(self.rank, len(clips), self.num_replicas)  # sample i * replicas + rank
-            yield [(clips[i], bucket, position + i if self.shuffle else clips[i]) for i in mine]
+        for batch in self.plan(self.epoch):
+            clips, buckets = batch.clips, batch.buckets
+            # Sample i * replicas + rank of a batch of one bucket; a process's own pack of a packed one.
+            mine = (
+                batch.shares[self.rank] if batch.shares else range(self.rank, len(clips), self.num_replicas)
+            )
+            yield [(clips[i], buckets[i], position + i if self.shuffle else clips[i]) for i in mine]
             position += len(clips)
 
     def __len__(self) -> int:
@@ -189,14 +250,20 @@ class BucketSampler(DistributedSampler):
 
 class BucketedDataset(Dataset):
     """Whole batches from one dataset per bucket (the same clips at each bucket's shape): item
-    ``[(index, bucket, position), ...]`` -> a collated batch with ``position`` and ``bucket``."""
+    ``[(index, bucket, position), ...]`` -> a collated batch with ``position`` and ``bucket``; with
+    ``packs``, its ``video`` a list of the clips."""
 
-    def __init__(self, shaped: Sequence[Dataset]) -> None:
-        self.shaped = list(shaped)
+    def __init__(self, shaped: Sequence[Dataset], packs: bool = False) -> None:
+        self.shaped, self.packs = list(shaped), packs
 
     def __len__(self) -> int:
         return len(self.shaped[0])
 
     def __getitem__(self, batch: list[tuple[int, int, int]]) -> dict[str, Any]:
         items = [{**self.shaped[b][i], "position": p, "bucket": b} for i, b, p in batch]
-        return default_collate(items)
+        if not self.packs:
+            return default_collate(items)
+        # A pack: clips of any shapes, kept as a list (the model packs them into one sequence); a list
+        # even when they share one, so that every process takes the same path (and collectives).
+        videos = [item.pop("video") for item in items]
+        return {**default_collate(items), "video": videos}

@@ -110,6 +110,9 @@ class VideoDataModule(L.LightningDataModule):
             (:mod:`lit_vdit.data.buckets`): each batch is of one of them (batches then carry each
             clip's ``position`` in the run and its ``bucket``); ``clip_shape`` is the largest, which
             the model is built for. None: every clip of the source's one shape.
+        pack_positions: with buckets, training batches are packs (NaViT) instead: clips of any
+            buckets, each process's pack up to this many positions (T*H*W), its ``video`` a list of
+            clips that the denoiser runs as one sequence (:meth:`VideoDiT.forward_packed`).
     """
 
     def __init__(
@@ -122,9 +125,13 @@ class VideoDataModule(L.LightningDataModule):
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
         buckets: list[dict[str, Any]] | None = None,
+        pack_positions: int | None = None,
     ) -> None:
         super().__init__()
         self.buckets = parse_buckets(buckets, batch_size) if buckets is not None else None
+        if pack_positions is not None and self.buckets is None:
+            raise ValueError("pack_positions packs clips of several buckets: give the data buckets")
+        self.pack_positions = pack_positions
         self.prompts = read_prompts(prompts)
         self.caption_cache = CaptionCache(caption_cache) if caption_cache else None
         self.batch_size = batch_size
@@ -209,9 +216,11 @@ class VideoDataModule(L.LightningDataModule):
             buckets = [replace(b, batch_size=self.val_batch_size) for b in buckets]
         replicas, rank = process_share(self.trainer.strategy if self.trainer is not None else None)
         fits, pool = self.bucket_fits(split), self.image_pool(split)
-        sampler = BucketSampler(datasets[0], buckets, replicas, rank, self.seed, shuffle, fits, pool)
+        sampler = BucketSampler(
+            datasets[0], buckets, replicas, rank, self.seed, shuffle, fits, pool, self.pack_positions
+        )
         return _EpochResumingLoader(
-            BucketedDataset(datasets),
+            BucketedDataset(datasets, packs=shuffle and self.pack_positions is not None),
             batch_size=None,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -292,9 +301,18 @@ class SyntheticDataModule(VideoDataModule):
         prompts: list[str] | str | None = None,
         caption_cache: str | None = None,
         buckets: list[dict[str, Any]] | None = None,
+        pack_positions: int | None = None,
     ) -> None:
         super().__init__(
-            batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache, buckets
+            batch_size,
+            val_batch_size,
+            num_workers,
+            num_predict,
+            seed,
+            prompts,
+            caption_cache,
+            buckets,
+            pack_positions,
         )
         self.num_clips, self.val_clips = num_clips, val_clips
         if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it

@@ -117,9 +117,18 @@ class VideoFolderDataModule(VideoDataModule):
         images: str | None = None,
         image_fraction: float = 0.25,
         image_captions: str | None = None,
+        pack_positions: int | None = None,
     ) -> None:
         super().__init__(
-            batch_size, val_batch_size, num_workers, num_predict, seed, prompts, caption_cache, buckets
+            batch_size,
+            val_batch_size,
+            num_workers,
+            num_predict,
+            seed,
+            prompts,
+            caption_cache,
+            buckets,
+            pack_positions,
         )
         if images is not None and not any(b.frames == 1 for b in self.buckets or []):
             raise ValueError(

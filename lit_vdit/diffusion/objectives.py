@@ -46,6 +46,12 @@ class Objective(Protocol):
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample training loss (B,)."""
 
+    def output_loss(
+        self, out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample loss (B,) of the model's output ``out`` on ``x_t = add_noise(x0, noise, t)``: what
+        :meth:`loss` computes once the model has run (a pack of clips runs it once for all)."""
+
     def predict_x0_eps(
         self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -189,7 +195,11 @@ class GaussianDiffusion:
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample training loss (B,) at timesteps ``t`` with the given noise."""
         x_t = self.add_noise(x0, noise, t)
-        out = model_fn(x_t, self.model_time(t))
+        return self.output_loss(model_fn(x_t, self.model_time(t)), x0, noise, t, x_t)
+
+    def output_loss(
+        self, out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor
+    ) -> torch.Tensor:
         prediction = out[:, : x0.shape[1]]
         loss = mean_flat((prediction - self.target(x0, noise, t)) ** 2)
         if self.learn_sigma:
@@ -315,7 +325,12 @@ class RectifiedFlow:
 
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x_t = self.add_noise(x0, noise, t)
-        return mean_flat((model_fn(x_t, self.model_time(t)) - self.target(x0, noise, t)) ** 2)
+        return self.output_loss(model_fn(x_t, self.model_time(t)), x0, noise, t, x_t)
+
+    def output_loss(
+        self, out: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor
+    ) -> torch.Tensor:
+        return mean_flat((out - self.target(x0, noise, t)) ** 2)
 
     def predict_x0_eps(
         self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor

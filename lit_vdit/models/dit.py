@@ -516,6 +516,8 @@ class VideoDiT(nn.Module):
     ) -> torch.Tensor:
         """x: (B, C, T, H, W) noisy latents of any shape :meth:`token_grid` allows, t: (B,) timesteps,
         y: (B,) class labels or None, text: the captions' (B, L, text_dim) tokens and mask, or None."""
+        if isinstance(x, list):  # a pack of clips of several shapes: one sequence
+            return self.forward_packed(x, t, y, text)
         grid = self.token_grid(x.shape)
         tokens = self.x_embedder(x)  # (B, N, D), N = T/pt * H/ph * W/pw
         if self.pos_embed is not None:

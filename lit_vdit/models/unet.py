@@ -354,6 +354,10 @@ class VideoUNet(nn.Module):
     ) -> torch.Tensor:
         """x: (B, C, T, H, W) noisy latents, t: (B,) timesteps, y: (B,) class labels or None,
         text: the captions' (B, L, text_dim) tokens and mask, or None."""
+        if isinstance(x, list):
+            raise ValueError(
+                "VideoUNet takes batches of one clip shape, not packs: drop the data's pack_positions"
+            )
         _, channels, frames, height, width = x.shape
         m = self.spatial_multiple
         if (

@@ -34,6 +34,14 @@ class Accounting:
             self.samples_encoded += samples
             self.flops_vae_encode += samples * costs["vae_encode_flops"]
 
+    def add_totals(self, samples: int, tokens: int, flops: int, vae_flops: int) -> None:
+        """Clips of several shapes (a pack on every process), summed already; all encoded now."""
+        self.samples_seen += samples
+        self.samples_encoded += samples
+        self.tokens_seen += tokens
+        self.flops_measured += flops
+        self.flops_vae_encode += vae_flops
+
     def values(self, costs: dict[str, Any], captions_encoded: int) -> dict[str, float]:
         """The accounting columns: the denoiser's FLOPs (measured and 6ND) and, apart, the VAE's
         encoding and the text encoder's (forward for a frozen one, forward + backward when trained)."""

@@ -27,6 +27,7 @@ from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, 
 from lit_vdit.modules.accounting import Accounting
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_schedules
+from lit_vdit.modules.packing import pack_totals, packed_losses
 from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.modules.text_conditioning import TextConditioning, restore_text_state, text_checkpoint_state
 from lit_vdit.parallel import check_strategy, parallelize
@@ -260,6 +261,9 @@ class DiffusionModule(L.LightningModule):
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if "latent" in batch:  # precomputed by `lit-vdit cache-latents` (LatentDataModule)
             x0 = batch["latent"]
+        elif isinstance(batch["video"], list):  # a pack: clips of several shapes
+            with torch.no_grad():
+                x0 = [self.vae.encode_latents(v[None])[0] for v in batch["video"]]
         else:
             with torch.no_grad():
                 x0 = self.vae.encode_latents(batch["video"])
@@ -294,31 +298,35 @@ class DiffusionModule(L.LightningModule):
         return self.global_positions(batch_index, n, n)
 
     def training_noise(
-        self, x0: torch.Tensor, positions: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, x0: torch.Tensor | list[torch.Tensor], positions: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | list[torch.Tensor], torch.Tensor]:
         """Timesteps, noise and label-dropout draws (uniform in [0, 1)) of each sample, drawn from
         (seed, its position in the run) only.
 
         A clip thus gets the same t, noise and label dropout whatever the number of processes, and
         after a resume: runs compare across strategies.
         """
-        generator = torch.Generator(x0.device)
-        objective = self.objective.at_size(x0[0, 0].numel())  # a timestep shift by clip size
+        device = x0[0].device
+        generator = torch.Generator(device)
         timesteps, noise, uniform = [], [], []
-        for position in positions:
+        for clip, position in zip(x0, positions, strict=True):  # a batch's samples, or a pack's clips
+            objective = self.objective.at_size(clip[0].numel())  # a timestep shift by clip size
             generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
-            timesteps.append(objective.sample_timesteps(1, x0.device, generator))
-            noise.append(torch.randn(x0.shape[1:], generator=generator, device=x0.device, dtype=x0.dtype))
-            uniform.append(torch.rand(1, generator=generator, device=x0.device))
-        return torch.cat(timesteps), torch.stack(noise), torch.cat(uniform)
+            timesteps.append(objective.sample_timesteps(1, device, generator))
+            noise.append(torch.randn(clip.shape, generator=generator, device=device, dtype=clip.dtype))
+            uniform.append(torch.rand(1, generator=generator, device=device))
+        noise = noise if isinstance(x0, list) else torch.stack(noise)
+        return torch.cat(timesteps), noise, torch.cat(uniform)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """The batch's mean loss (``loss``, which Lightning scales by 1/accumulate_grad_batches for
         backward) and its per-sample losses (``sample_losses``, unscaled: what ScalingRecorder averages)."""
         x0, y = self.encode(batch)
+        packed = isinstance(x0, list)  # a pack of clips of several shapes (the data's pack_positions)
+        clips = self.count_pack(batch["video"]) if packed else x0.shape[0] * self.trainer.world_size
         text = self.caption_embedding(batch)
         if text is not None and "text_tokens" not in batch:  # encoded now, not once in a caption cache
-            self.text.captions_encoded += x0.shape[0] * self.trainer.world_size
+            self.text.captions_encoded += clips
         accumulate = self.trainer.accumulate_grad_batches
         batch_index = self.global_step * accumulate + batch_idx % accumulate
         t, noise, uniform = self.training_noise(x0, self.batch_positions(batch, batch_index, len(x0)))
@@ -327,20 +335,33 @@ class DiffusionModule(L.LightningModule):
             y = torch.where(uniform < probability, torch.full_like(y, null_class), y)
         if text is not None and self.caption_dropout > 0:
             text.drop = uniform < self.caption_dropout
-        sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y, text=text), x0, noise, t)
-        loss = sample_losses.mean()
+        if packed:  # each process's mean weighted by its clips: the global mean, as one process's
+            sample_losses = packed_losses(self.objective, self.denoiser, x0, noise, t, y, text)
+            loss = sample_losses.sum() * self.trainer.world_size / clips
+        else:
+            sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y, text=text), x0, noise, t)
+            loss = sample_losses.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {self.global_step}: lower the learning rate "
                 f"(lr={self.hparams.lr}), add warm-up, or train in 32-bit / bf16-mixed instead of fp16"
             )
-        # A global batch is of one clip shape (one bucket) on every process.
-        clip_shape = tuple(batch["video"].shape[1:]) if "video" in batch else self.hparams.clip_shape
-        self.seen.add(x0.shape[0] * self.trainer.world_size, self.costs_at(clip_shape), "latent" not in batch)
-        n = x0.shape[0]  # given: a batch of captions holds lists, whose size Lightning would guess at
+        if not packed:  # a global batch is of one clip shape (one bucket) on every process
+            clip_shape = tuple(batch["video"].shape[1:]) if "video" in batch else self.hparams.clip_shape
+            self.seen.add(clips, self.costs_at(clip_shape), "latent" not in batch)
+        n = len(x0)  # given: a batch of captions holds lists, whose size Lightning would guess at
         self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=n)  # the global batch loss
         self.log_dict(self.accounting(), reduce_fx="max", batch_size=n)
         return {"loss": loss, "sample_losses": sample_losses.detach()}
+
+    def count_pack(self, videos: list[torch.Tensor]) -> int:
+        """Add a pack's clips (of every process: packs differ) to the accounting; their number."""
+        local = pack_totals([self.costs_at(tuple(v.shape)) for v in videos]).to(self.device)
+        samples, tokens, flops, vae_flops = (
+            int(v) for v in self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        )
+        self.seen.add_totals(samples, tokens, flops, vae_flops)
+        return samples
 
     def costs_at(self, clip_shape: tuple[int, ...]) -> dict[str, Any]:
         """:meth:`describe` of clips of ``clip_shape`` (the built shape's is :attr:`costs`), measured
