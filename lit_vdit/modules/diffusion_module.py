@@ -27,7 +27,7 @@ from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, 
 from lit_vdit.modules.accounting import Accounting
 from lit_vdit.modules.ema import EMA
 from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_schedules
-from lit_vdit.modules.packing import pack_totals, packed_losses
+from lit_vdit.modules.packing import pack_totals, packed_losses, sample_draws
 from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.modules.text_conditioning import TextConditioning, restore_text_state, text_checkpoint_state
 from lit_vdit.parallel import check_strategy, parallelize
@@ -300,23 +300,9 @@ class DiffusionModule(L.LightningModule):
     def training_noise(
         self, x0: torch.Tensor | list[torch.Tensor], positions: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor | list[torch.Tensor], torch.Tensor]:
-        """Timesteps, noise and label-dropout draws (uniform in [0, 1)) of each sample, drawn from
-        (seed, its position in the run) only.
-
-        A clip thus gets the same t, noise and label dropout whatever the number of processes, and
-        after a resume: runs compare across strategies.
-        """
-        device = x0[0].device
-        generator = torch.Generator(device)
-        timesteps, noise, uniform = [], [], []
-        for clip, position in zip(x0, positions, strict=True):  # a batch's samples, or a pack's clips
-            objective = self.objective.at_size(clip[0].numel())  # a timestep shift by clip size
-            generator.manual_seed((self._noise_seed * 0x9E3779B97F4A7C15 + position) % 2**63)
-            timesteps.append(objective.sample_timesteps(1, device, generator))
-            noise.append(torch.randn(clip.shape, generator=generator, device=device, dtype=clip.dtype))
-            uniform.append(torch.rand(1, generator=generator, device=device))
-        noise = noise if isinstance(x0, list) else torch.stack(noise)
-        return torch.cat(timesteps), noise, torch.cat(uniform)
+        """Timesteps, noise and dropout draws of each sample from (seed, its run position) only
+        (:func:`~lit_vdit.modules.packing.sample_draws`)."""
+        return sample_draws(self.objective, self._noise_seed, x0, positions)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """The batch's mean loss (``loss``, which Lightning scales by 1/accumulate_grad_batches for

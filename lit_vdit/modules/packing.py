@@ -1,4 +1,5 @@
-"""Training on packs: clips of several shapes in one sequence (NaViT), the data's ``pack_positions``."""
+"""What a training sample draws, for batches of one shape and packs of clips of several shapes (NaViT,
+the data's ``pack_positions``) alike: its noise from its run position, and a pack's loss."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from torch import nn
 
 from lit_vdit.diffusion import Objective
 from lit_vdit.models.text import TextEmbedding
+
+
+def sample_draws(
+    objective: Objective, seed: int, x0: torch.Tensor | list[torch.Tensor], positions: list[int]
+) -> tuple[torch.Tensor, torch.Tensor | list[torch.Tensor], torch.Tensor]:
+    """Timesteps, noise and label / caption dropout draws (uniform in [0, 1)) of each sample of ``x0``
+    (a batch, or a pack's list of clips), drawn from (seed, its position in the run) only: a clip
+    gets the same whatever the number of processes, and after a resume."""
+    device = x0[0].device
+    generator = torch.Generator(device)
+    timesteps, noise, uniform = [], [], []
+    for clip, position in zip(x0, positions, strict=True):
+        at_size = objective.at_size(clip[0].numel())  # a timestep shift by clip size
+        generator.manual_seed((seed * 0x9E3779B97F4A7C15 + position) % 2**63)
+        timesteps.append(at_size.sample_timesteps(1, device, generator))
+        noise.append(torch.randn(clip.shape, generator=generator, device=device, dtype=clip.dtype))
+        uniform.append(torch.rand(1, generator=generator, device=device))
+    return torch.cat(timesteps), noise if isinstance(x0, list) else torch.stack(noise), torch.cat(uniform)
 
 
 def packed_losses(
