@@ -55,10 +55,13 @@ def collect(grid_dir: str | Path) -> pd.DataFrame:
             rows.loc[at, "val_loss_posthoc_ema"] = posthoc["val_loss"]
             rows.loc[at, "posthoc_sigma_rel"] = posthoc["sigma_rel"]
         if run.get("start"):
-            # FLOPs per step are constant, so the prefix costs its share of the run's final FLOPs.
-            final = info["final"]
             rows["branch_of"], rows["branch_step"] = run["start"]["trunk_id"], run["start"]["step"]
-            rows["flops_shared"] = final["flops_measured"] * run["start"]["step"] / final["step"]
+            started = info.get("started_from") or {}
+            if started.get("step") == run["start"]["step"]:  # the trunk's FLOPs up to the branch point
+                rows["flops_shared"] = started["flops_measured"]
+            else:  # a run recorded before started_from: FLOPs per step were constant (one clip shape)
+                final = info["final"]
+                rows["flops_shared"] = final["flops_measured"] * run["start"]["step"] / final["step"]
         frames.append(rows)
     if not frames:
         raise FileNotFoundError(f"no finished or started runs with metrics under {grid_dir}/runs")

@@ -211,6 +211,7 @@ class ScalingRecorder(Callback):
         buckets = data.buckets if isinstance(data, VideoDataModule) else None
         result = {
             "finished": trainer.global_step >= trainer.max_steps,
+            "started_from": pl_module.seen.started_from,
             "final": self.rows[-1],
             "costs": pl_module.costs,
             "hparams": dict(pl_module.hparams),

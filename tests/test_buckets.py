@@ -9,6 +9,7 @@ import torch
 from lit_vdit.data.buckets import Bucket, BucketSampler, bucket_mix, parse_buckets
 from lit_vdit.data.datamodule import SyntheticDataModule
 from lit_vdit.models.dit import VideoDiT
+from lit_vdit.modules.accounting import Accounting
 from lit_vdit.modules.diffusion_module import DiffusionModule
 
 BUCKETS = [
@@ -89,3 +90,14 @@ def test_a_run_on_buckets_trains_validates_and_counts_each_shape_at_its_own_cost
     assert module.seen.tokens_seen == sum(shape[0] * shape[2] * shape[3] * shape[4] // 16 for shape in seen)
     assert module.costs_at((3, 1, 16, 16))["flops_train_step"] < module.costs["flops_train_step"] / 3
     assert torch.isfinite(trainer.callback_metrics["val/loss_raw"])
+
+
+def test_a_run_remembers_the_checkpoint_it_first_resumed_from():
+    """A cooldown branch's shared FLOPs are its trunk's at the branch point, measured, not step x a
+    constant per-step cost (which buckets break); a later resume of the branch keeps them."""
+    branch = Accounting()
+    branch.load_state_dict({"samples_seen": 40, "flops_measured": 1234567}, {}, step=8)  # the trunk's
+    assert branch.started_from == {"step": 8, "flops_measured": 1234567}
+    resumed = Accounting()
+    resumed.load_state_dict({**branch.state_dict(), "flops_measured": 3000000}, {}, step=12)
+    assert resumed.started_from == {"step": 8, "flops_measured": 1234567}

@@ -23,6 +23,9 @@ class Accounting:
         self.tokens_seen = 0
         self.flops_measured = 0  # the denoiser's training FLOPs, measured per clip shape
         self.flops_vae_encode = 0
+        # The checkpoint this run first resumed from: (its step, the FLOPs spent up to it). A cooldown
+        # branch starts from its trunk's, whose FLOPs it shares (exact under any mix of clip shapes).
+        self.started_from: dict[str, int] | None = None
 
     def add(self, samples: int, costs: dict[str, Any], encoded: bool) -> None:
         """``samples`` clips (of all processes) of one shape, whose costs are ``costs``
@@ -55,12 +58,12 @@ class Accounting:
             "flops_text_encoder": float(captions_encoded * per_caption),
         }
 
-    def state_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.COUNTERS}
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self.COUNTERS}, "started_from": self.started_from}
 
-    def load_state_dict(self, state: dict[str, Any], costs: dict[str, Any]) -> None:
-        """Resume the counters; a checkpoint from before per-shape accounting held samples only, all of
-        the run's one shape (``costs``)."""
+    def load_state_dict(self, state: dict[str, Any], costs: dict[str, Any], step: int) -> None:
+        """Resume the counters of a checkpoint of ``step``; one from before per-shape accounting held
+        samples only, all of the run's one shape (``costs``)."""
         self.samples_seen = int(state.get("samples_seen", 0))
         self.samples_encoded = int(state.get("samples_encoded", 0))
         self.tokens_seen = int(
@@ -72,3 +75,4 @@ class Accounting:
         self.flops_vae_encode = int(
             state.get("flops_vae_encode", self.samples_encoded * costs.get("vae_encode_flops", 0))
         )
+        self.started_from = state.get("started_from") or {"step": step, "flops_measured": self.flops_measured}

@@ -523,4 +523,6 @@ class DiffusionModule(L.LightningModule):
                 f"was trained with (model.init_args.vae_checkpoint: {self.hparams.vae_checkpoint!r} now)"
             )
         restore_text_state(self.text, state)
-        self.seen.load_state_dict(state, state.get("costs", self.costs))
+        self.seen.load_state_dict(
+            state, state.get("costs", self.costs), int(checkpoint.get("global_step", 0))
+        )
