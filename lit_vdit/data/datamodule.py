@@ -191,6 +191,11 @@ class VideoDataModule(L.LightningDataModule):
             return None
         return [dataset[i]["caption"] for i in range(len(dataset))]
 
+    def clip_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The (frames, height, width) of ``clip_shape``: the largest bucket's with buckets (the model
+        is built for it; FVD compares at it), else those given."""
+        return largest(self.buckets).shape if self.buckets is not None else (frames, height, width)
+
     def shaped(self, split: str, frames: int, height: int, width: int) -> Dataset:
         """The clips of ``split`` at a bucket's shape (the same clips, index for index, at every shape)."""
         raise NotImplementedError(f"{type(self).__name__} does not emit buckets: drop its buckets")
@@ -315,8 +320,7 @@ class SyntheticDataModule(VideoDataModule):
             pack_positions,
         )
         self.num_clips, self.val_clips = num_clips, val_clips
-        if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it
-            frames, height, width = largest(self.buckets).shape
+        frames, height, width = self.clip_size(frames, height, width)
         self.frames, self.height, self.width = frames, height, width
         self._num_classes = num_classes
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from lit_vdit.data.buckets import largest
 from lit_vdit.data.captions import CaptionError, assign_captions, read_manifest, readable_class
 from lit_vdit.data.clips import Clip, ClipDataset, clip_span, fitting_buckets, make_clips
 from lit_vdit.data.datamodule import VideoDataModule
@@ -140,8 +139,7 @@ class VideoFolderDataModule(VideoDataModule):
             )
         self.images, self.image_fraction, self.image_captions = images, image_fraction, image_captions
         self._image_clips: list[Clip] | None = None
-        if self.buckets is not None:  # the model is built for the largest bucket; FVD compares at it
-            frames, height, width = largest(self.buckets).shape
+        frames, height, width = self.clip_size(frames, height, width)
         if num_clips is not None and num_clips < 1:
             raise ValueError(f"num_clips must be a positive number of unique clips or None, got {num_clips}")
         self.root, self.val_root, self.split_dir, self.split = root, val_root, split_dir, split
@@ -221,6 +219,15 @@ class VideoFolderDataModule(VideoDataModule):
             )
         return train_clips[: self.num_clips], val_clips[: self.val_clips], classes
 
+    def _class_captions(self, rels: list[str], classes: list[str], labels: dict[str, int]) -> dict[str, str]:
+        """``caption_template`` filled with each video's (or image's) class name in words."""
+        if not classes:
+            raise CaptionError(
+                "caption_template names the class ({label}) but the data has no classes: use class "
+                "folders (class_folders: true) or UCF-101 split files, or a caption manifest"
+            )
+        return {rel: self.caption_template.format(label=readable_class(classes[labels[rel]])) for rel in rels}
+
     def _captions(
         self, train: dict[str, Any], val: dict[str, Any], classes: list[str], labels: dict[str, int]
     ) -> dict[str, str] | None:
@@ -228,15 +235,7 @@ class VideoFolderDataModule(VideoDataModule):
         captions. With a separate ``val_root`` both splits are read from one manifest (paths under
         ``root`` and ``val_root`` both relative to ``root``)."""
         if self.caption_template:
-            if not classes:
-                raise CaptionError(
-                    "caption_template names the class ({label}) but the data has no classes: use class "
-                    "folders (class_folders: true) or UCF-101 split files, or a caption manifest"
-                )
-            return {
-                rel: self.caption_template.format(label=readable_class(classes[labels[rel]]))
-                for rel in [*train, *val]
-            }
+            return self._class_captions([*train, *val], classes, labels)
         if not self.captions:
             return None
         manifest = read_manifest(self.captions, self.root)
@@ -320,14 +319,13 @@ class VideoFolderDataModule(VideoDataModule):
 
     def bucket_fits(self, split: str) -> Callable[[int], list[int]]:
         train, val, _ = self.clips()
-        clips = train + self.image_clips() if split == "train" and self.images is not None else train
-        clips = clips if split == "train" else val
-        frames = [i for i, b in enumerate(self.buckets) if b.frames > 1]
-        videos = frames if self.images is not None else None  # the images fill the one-frame buckets
-        stills = [i for i, b in enumerate(self.buckets) if b.frames == 1]
-        n_videos = len(train) if split == "train" else len(val)
+        videos = train if split == "train" else val
+        clips = videos + (self.image_clips() if split == "train" and self.images is not None else [])
+        # With images, they fill the one-frame buckets and the videos the others (else any bucket).
+        moving = [i for i, b in enumerate(self.buckets) if b.frames > 1] if self.images is not None else None
+        still = [i for i, b in enumerate(self.buckets) if b.frames == 1]
         return lambda i: fitting_buckets(
-            clips[i], self.buckets, self.frame_interval, videos if i < n_videos else stills
+            clips[i], self.buckets, self.frame_interval, moving if i < len(videos) else still
         )
 
     def image_pool(self, split: str) -> tuple[int, float] | None:
@@ -350,8 +348,7 @@ class VideoFolderDataModule(VideoDataModule):
             labels = {rel: classes.index(self._class_of(rel)) if classes else 0 for rel in entries}
             captions = None
             if self.caption_template:
-                template = self.caption_template
-                captions = {r: template.format(label=readable_class(classes[labels[r]])) for r in entries}
+                captions = self._class_captions(list(entries), classes, labels)
             elif self.captions:
                 if not self.image_captions:
                     raise CaptionError(

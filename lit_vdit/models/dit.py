@@ -331,7 +331,7 @@ class VideoDiT(nn.Module):
         else:
             self.pos_embed = None
             self.rope = RotaryEmbedding3D(hidden_size // num_heads)
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         layouts = (
             ["full"] * depth
             if attention == "full"
@@ -433,13 +433,15 @@ class VideoDiT(nn.Module):
         if grid == self.grid and self.temporal_gate is None:
             return self.pos_embed
         key = (grid, like.device, like.dtype)
-        if key not in self._tables:
-            temporal = sincos_temporal(self.hidden_size, grid)
-            spatial = sincos_2d(self.hidden_size, grid[1], grid[2]).repeat(grid[0], 1)
-            table = (spatial if self.temporal_gate is not None else sincos_3d(self.hidden_size, grid)).float()
-            self._tables[key] = (table.to(like)[None], temporal.float().to(like)[None])
+        if key not in self._tables:  # a gated table keeps its spatial and temporal parts apart
+            if self.temporal_gate is None:
+                parts = (sincos_3d(self.hidden_size, grid), None)
+            else:
+                spatial = sincos_2d(self.hidden_size, grid[1], grid[2]).repeat(grid[0], 1)
+                parts = (spatial, sincos_temporal(self.hidden_size, grid))
+            self._tables[key] = tuple(None if p is None else p.float().to(like)[None] for p in parts)
         table, temporal = self._tables[key]
-        return table if self.temporal_gate is None else table + self.temporal_gate.to(like) * temporal
+        return table if temporal is None else table + self.temporal_gate.to(like) * temporal
 
     def condition(
         self, t: torch.Tensor, y: torch.Tensor | None, text: TextEmbedding | None

@@ -30,17 +30,15 @@ class Accounting:
     def add(self, samples: int, costs: dict[str, Any], encoded: bool) -> None:
         """``samples`` clips (of all processes) of one shape, whose costs are ``costs``
         (:meth:`DiffusionModule.describe` of that shape); ``encoded``: the VAE encoded them now."""
-        self.samples_seen += samples
-        self.tokens_seen += samples * costs["tokens_per_sample"]
-        self.flops_measured += samples * costs["flops_train_step"]
-        if encoded:
-            self.samples_encoded += samples
-            self.flops_vae_encode += samples * costs["vae_encode_flops"]
+        vae_flops = samples * costs["vae_encode_flops"] if encoded else 0
+        tokens, flops = samples * costs["tokens_per_sample"], samples * costs["flops_train_step"]
+        self.add_totals(samples, tokens, flops, vae_flops, samples if encoded else 0)
 
-    def add_totals(self, samples: int, tokens: int, flops: int, vae_flops: int) -> None:
-        """Clips of several shapes (a pack on every process), summed already; all encoded now."""
+    def add_totals(self, samples: int, tokens: int, flops: int, vae_flops: int, encoded: int) -> None:
+        """Clips summed already (of several shapes: a pack on every process), ``encoded`` of them by
+        the VAE now."""
         self.samples_seen += samples
-        self.samples_encoded += samples
+        self.samples_encoded += encoded
         self.tokens_seen += tokens
         self.flops_measured += flops
         self.flops_vae_encode += vae_flops

@@ -346,7 +346,7 @@ class DiffusionModule(L.LightningModule):
         samples, tokens, flops, vae_flops = (
             int(v) for v in self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         )
-        self.seen.add_totals(samples, tokens, flops, vae_flops)
+        self.seen.add_totals(samples, tokens, flops, vae_flops, samples)  # a pack is always encoded now
         return samples
 
     def costs_at(self, clip_shape: tuple[int, ...]) -> dict[str, Any]:
