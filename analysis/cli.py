@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis fit CSV ...`` and ``python -m analysis report CSV --out DIR``."""
+"""Command line: ``python -m analysis fit CSV ...``, ``report CSV --out DIR`` and ``hparams CSV ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 from analysis.data import POINTS, Columns, Table, prepare, read_table, select_rows
 from analysis.errors import AnalysisError, DataError
 from analysis.extrapolation import extrapolation_check
+from analysis.hparam_laws import hparam_study, hparam_table, hparam_text
 from analysis.io import to_json
 from analysis.laws import LAWS, hoffmann_grid
 from analysis.study import LawResult, StudyOptions, fit_law, run_study
@@ -19,20 +20,8 @@ DEFAULTS = Columns()
 
 def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by ``fit`` and ``report``: columns, point selection, fitting and bootstrap."""
-    cols = p.add_argument_group("columns (defaults match runs.csv)")
-    cols.add_argument("--N", metavar="COL", help=f"model size column (default {DEFAULTS.N})")
-    cols.add_argument("--D", metavar="COL", help=f"data (tokens) column (default {DEFAULTS.D})")
+    cols = _shared(p)
     cols.add_argument("--C", metavar="COL", help=f"compute (FLOP) column (default {DEFAULTS.C})")
-    cols.add_argument("--y", metavar="COL", help=f"fitted metric column (default {DEFAULTS.y})")
-    cols.add_argument(
-        "--run-col", default=DEFAULTS.run, metavar="COL", help="run id column (default %(default)s)"
-    )
-    cols.add_argument(
-        "--step-col",
-        default=DEFAULTS.step,
-        metavar="COL",
-        help="step column; the final point of a run is its largest step (default %(default)s)",
-    )
     cols.add_argument("--weight-col", metavar="COL", help="optional per-point weights for the Huber loss")
     p.add_argument(
         "--points",
@@ -45,6 +34,24 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="K",
         help="derive a missing D (or C) column from C = K N D, e.g. 6 for the 6ND estimate",
+    )
+
+
+def _shared(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Options of every command: the N, D, y, run and step columns, row selection and the bootstrap;
+    returns the columns group for a command's own columns."""
+    cols = p.add_argument_group("columns (defaults match runs.csv)")
+    cols.add_argument("--N", metavar="COL", help=f"model size column (default {DEFAULTS.N})")
+    cols.add_argument("--D", metavar="COL", help=f"data (tokens) column (default {DEFAULTS.D})")
+    cols.add_argument("--y", metavar="COL", help=f"fitted metric column (default {DEFAULTS.y})")
+    cols.add_argument(
+        "--run-col", default=DEFAULTS.run, metavar="COL", help="run id column (default %(default)s)"
+    )
+    cols.add_argument(
+        "--step-col",
+        default=DEFAULTS.step,
+        metavar="COL",
+        help="step column; the final point of a run is its largest step (default %(default)s)",
     )
     p.add_argument(
         "--bootstrap",
@@ -72,6 +79,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--huber-delta", type=float, default=1e-3, help="Huber delta on log residuals (default %(default)s)"
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
+    return cols
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +157,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--title", default="Scaling-law report")
     _common(rep)
+
+    hp = sub.add_parser(
+        "hparams",
+        help="optimal learning rate and batch size per (N, D), their laws, the loss law on and off the "
+        "optimum and the bias of one learning rate for all sizes",
+    )
+    hp.add_argument("csv")
+    cols = _shared(hp)
+    cols.add_argument(
+        "--lr", default="peak_lr", metavar="COL", help="learning-rate column (default %(default)s)"
+    )
+    cols.add_argument(
+        "--batch-size",
+        default="global_batch",
+        metavar="COL",
+        help="batch-size column, used where it varies within an (N, D) point; 'none' ignores it "
+        "(default %(default)s)",
+    )
+    hp.add_argument(
+        "--d-tolerance",
+        type=float,
+        default=0.02,
+        metavar="DEX",
+        help="runs of one size whose D agree within this many decades are one (N, D) point "
+        "(default %(default)s)",
+    )
+    hp.add_argument("--json", action="store_true", help="print the optima and laws with intervals as JSON")
+    hp.add_argument("--out", metavar="DIR", help="also write the HTML + Markdown report with its plots here")
+    hp.add_argument("--title", default="Hyperparameter scaling laws")
     return parser
 
 
@@ -288,6 +325,30 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_hparams(args: argparse.Namespace) -> int:
+    df = select_rows(read_table(args.csv), args.where)
+    roles = {"N": args.N or DEFAULTS.N, "D": args.D or DEFAULTS.D, "y": args.y or DEFAULTS.y, "lr": args.lr}
+    if args.batch_size != "none" and (args.batch_size in df or args.batch_size != "global_batch"):
+        roles["batch"] = args.batch_size
+    table = hparam_table(df, roles, run=args.run_col, step=args.step_col, pool=tuple(args.pool))
+    study = hparam_study(
+        table, n_boot=args.bootstrap, level=args.level, seed=args.seed, delta=args.huber_delta,
+        d_tolerance=args.d_tolerance,
+    )  # fmt: skip
+    if args.json:
+        sys.stdout.write(to_json(study.as_dict()))
+    else:
+        print(hparam_text(study))
+    if args.out:
+        from analysis.hparam_report import write_hparam_report  # matplotlib only when a report is drawn
+
+        paths = write_hparam_report(study, args.out, args.title)
+        print(f"wrote {paths['html']}, {paths['markdown']} and {paths['json']}")
+    for w in study.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m analysis`` (and ``lit-vdit analyze``); returns the exit status."""
     parser = build_parser()
@@ -297,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap < 0:
         parser.error(f"--bootstrap is a number of resamples >= 0; got {args.bootstrap}")
     try:
-        return _run_fit(args) if args.command == "fit" else _run_report(args)
+        return {"fit": _run_fit, "report": _run_report, "hparams": _run_hparams}[args.command](args)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -19,7 +19,10 @@ POINTS = ("final", "all")
 # and the text mechanism): a fit pools them only when asked to (``pool``).
 KIND_COLUMNS = ("conditioning",)
 # Flag that sets each role's column on the command line, named in error messages.
-FLAGS = {"N": "--N", "D": "--D", "C": "--C", "y": "--y", "x": "--x", "weight": "--weight-col"}
+FLAGS = {
+    "N": "--N", "D": "--D", "C": "--C", "y": "--y", "x": "--x", "weight": "--weight-col", "lr": "--lr",
+    "batch": "--batch-size",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,70 @@
 """Hyperparameter optima as laws (Yin et al. 2024, DeepSeek LLM, Porian et al. 2024), torch-free.
 
 For each (N, D) point of a sweep, the loss surface in log learning rate (and log batch size) is fitted
-with a quadratic; its minimum is the optimum, with bootstrap intervals (runs resampled within the
-point). The optima are then fitted as power laws eta_opt = c N^a D^b (and B_opt likewise) by least
-squares in log space, with intervals from resampling the optima's own bootstrap replicates.
+with a least-squares quadratic; its minimum is the optimum, with bootstrap intervals (runs resampled
+within the point). The optima are then fitted as power laws eta_opt = c N^a D^b (and B_opt likewise,
+the forms of Yin et al. and DeepSeek LLM) by least squares in log space, with intervals from the optima's
+own bootstrap replicates. :mod:`analysis.hparam_laws` builds the loss law on and off the optimum and
+the bias of a one-learning-rate study on top of these.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import Interval
+from analysis.bootstrap import Interval, interval
+from analysis.errors import DataError
+from analysis.frontier import compute_groups
 
 
-def quadratic_minimum(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    """The minimum of a least-squares quadratic of ``y`` in ``x`` (and ``z``): (its location, whether
-    the fit is convex). A concave or flat fit returns the best swept point instead."""
-    if z is None:
-        c2, c1, _ = np.polyfit(x, y, 2)
-        if c2 <= 0:
-            return np.array([x[np.argmin(y)]]), False
-        return np.array([-c1 / (2 * c2)]), True
-    design = np.stack([np.ones_like(x), x, z, x**2, z**2, x * z], axis=1)
-    coef = np.linalg.lstsq(design, y, rcond=None)[0]
-    hessian = np.array([[2 * coef[3], coef[5]], [coef[5], 2 * coef[4]]])
+@dataclass(frozen=True)
+class Vertex:
+    """The minimum of a fitted quadratic: log lr ``x``, log batch size ``z`` (None without batch sizes),
+    the loss there, whether the fit is convex in x, and the loss per (log lr)^2 around it."""
+
+    x: float
+    z: float | None
+    value: float
+    convex: bool
+    curvature: float
+
+
+def quadratic_minimum(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None) -> Vertex:
+    """The minimum of a least-squares quadratic of ``y`` in ``x`` (and ``z``).
+
+    With three or more distinct ``z``, the full quadratic in (x, z); with two, the quadratic in x plus
+    terms linear in z (a quadratic in z is not identifiable), whose minimum over z is the better edge.
+    A fit that is not convex returns the best swept point, ``convex`` False.
+    """
+    ones = np.ones_like(x)
+    levels = 0 if z is None else len(np.unique(z))
+    columns = [ones, x, x**2] + ([z, x * z] if levels > 1 else []) + ([z**2] if levels > 2 else [])
+    coef = np.linalg.lstsq(np.stack(columns, axis=1), y, rcond=None)[0]
+    best = int(np.argmin(y))
+    fallback = Vertex(float(x[best]), None if z is None else float(z[best]), float(y[best]), False, np.nan)
+    if coef[2] <= 0:
+        return fallback
+    if levels <= 1:
+        xv = -coef[1] / (2 * coef[2])
+        zv = None if z is None else float(z[0])
+        return Vertex(float(xv), zv, float(coef[0] - coef[2] * xv**2), True, float(coef[2]))
+    if levels == 2:  # linear in z: one of the two edges
+        candidates = []
+        for zv in (z.min(), z.max()):
+            lin = coef[1] + coef[4] * zv
+            xv = -lin / (2 * coef[2])
+            candidates.append((coef[0] + coef[3] * zv + lin * xv + coef[2] * xv**2, xv, zv))
+        value, xv, zv = min(candidates)
+        return Vertex(float(xv), float(zv), float(value), True, float(coef[2]))
+    hessian = np.array([[2 * coef[2], coef[4]], [coef[4], 2 * coef[5]]])
     if np.any(np.linalg.eigvalsh(hessian) <= 0):
-        best = np.argmin(y)
-        return np.array([x[best], z[best]]), False
-    return np.linalg.solve(hessian, -coef[1:3]), True
+        return fallback
+    xv, zv = np.linalg.solve(hessian, -coef[[1, 3]])
+    value = coef[0] + (coef[1] * xv + coef[3] * zv) / 2  # c0 + g.v/2 at the stationary point v
+    return Vertex(float(xv), float(zv), float(value), True, float(coef[2]))
 
 
 @dataclass(frozen=True)
@@ -42,64 +75,115 @@ class Optimum:
     D: float
     lr: Interval
     batch_size: Interval | None
-    inside: bool  # the optimum (and its interval) lies inside the swept range
-    points: int
-    replicates: np.ndarray  # bootstrap replicates of (log lr*, [log B*])
+    loss: Interval  # the fitted loss at the optimum
+    curvature: float  # loss per (log lr)^2 away from the optimum (nan when not convex)
+    lr_inside: bool  # the optimal learning rate and its interval lie inside the swept range
+    batch_inside: bool | None
+    runs: int
+    lr_range: tuple[float, float]
+    batch_range: tuple[float, float] | None
+    replicates: np.ndarray  # bootstrap replicates of (log lr*, log B* or nan, loss*)
+
+    @property
+    def inside(self) -> bool:
+        return self.lr_inside and self.batch_inside is not False
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        where = f"N={self.N:.4g}, D={self.D:.4g}"
+        if not self.lr_inside:
+            lo, hi = self.lr_range
+            side = "below" if self.lr.estimate <= np.sqrt(lo * hi) else "above"
+            out.append(
+                f"{where}: the optimal learning rate {self.lr.estimate:.3g} [{self.lr.low:.3g}, "
+                f"{self.lr.high:.3g}] is not inside the swept {lo:.3g}..{hi:.3g}: extend the sweep "
+                f"{side} that edge (a grid's hparams.adaptive does it)"
+            )
+        if self.batch_inside is False and self.batch_size is not None and self.batch_range is not None:
+            lo, hi = self.batch_range
+            out.append(
+                f"{where}: the optimal batch size {self.batch_size.estimate:.3g} is not inside the swept "
+                f"{lo:g}..{hi:g} (or only two batch sizes were swept): sweep 3 or more, past that edge"
+            )
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "N": self.N,
+            "D": self.D,
+            "lr": self.lr.as_dict(),
+            "batch_size": self.batch_size.as_dict() if self.batch_size else None,
+            "loss": self.loss.as_dict(),
+            "curvature": self.curvature,
+            "inside": self.inside,
+            "runs": self.runs,
+            "lr_range": list(self.lr_range),
+            "batch_range": list(self.batch_range) if self.batch_range else None,
+        }
 
 
-def _interval(values: np.ndarray, estimate: float, level: float) -> Interval:
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return Interval(float(estimate), float(low), float(high), float(np.std(values)), level)
+def point_groups(frame: pd.DataFrame, d_tolerance: float = 0.02) -> pd.Series:
+    """One label per (N, D) point: runs of one size whose D agree within ``d_tolerance`` decades
+    (steps rounded to keep a token budget at several batch sizes differ in D by a little)."""
+    labels = pd.Series(0, index=frame.index)
+    for _, rows in frame.groupby("N", sort=True):
+        labels[rows.index] = compute_groups(rows["D"].to_numpy(float), tolerance_dex=d_tolerance)
+    return pd.factorize(frame["N"].rank(method="dense") * 10_000 + labels, sort=True)[0]
 
 
 def fit_optima(
-    table: pd.DataFrame,
-    N: str = "N",
-    D: str = "D",
-    y: str = "loss",
-    lr: str = "lr",
-    batch_size: str | None = None,
-    n_boot: int = 200,
-    level: float = 0.95,
-    seed: int = 0,
+    frame: pd.DataFrame, n_boot: int = 200, level: float = 0.95, seed: int = 0, d_tolerance: float = 0.02
 ) -> list[Optimum]:
-    """Per (N, D) group of ``table``: the loss-minimising learning rate (and batch size), from a
-    quadratic in their logs; warns, naming the point and the fix, when an optimum lies outside the
-    swept range."""
-    needed = 6 if batch_size else 3
+    """Per (N, D) point of ``frame`` (columns N, D, y, lr and optionally batch): the loss-minimising
+    learning rate (and batch size) from a quadratic in their logs, with bootstrap intervals."""
     rng = np.random.default_rng(seed)
+    with_batch = "batch" in frame
     optima = []
-    for (n, d), group in table.groupby([N, D], sort=True):
-        x = np.log(group[lr].to_numpy(float))
-        z = np.log(group[batch_size].to_numpy(float)) if batch_size else None
-        loss = group[y].to_numpy(float)
-        if len(np.unique(x)) < 3 or len(group) < needed:
-            raise ValueError(
-                f"N={n:g}, D={d:g}: {len(group)} runs over {len(np.unique(x))} learning rates; a quadratic "
-                f"optimum needs at least 3 learning rates ({needed} runs with batch sizes): sweep more"
+    for _, group in frame.groupby(point_groups(frame, d_tolerance), sort=True):
+        n, d = float(group["N"].iloc[0]), float(np.exp(np.log(group["D"]).mean()))
+        x = np.log(group["lr"].to_numpy(float))
+        z = np.log(group["batch"].to_numpy(float)) if with_batch else None
+        loss = group["y"].to_numpy(float)
+        lrs = len(np.unique(x))
+        if lrs < 3:
+            raise DataError(
+                f"N={n:.4g}, D={d:.4g}: {len(group)} runs over {lrs} learning rates; a quadratic optimum "
+                "needs at least 3 learning rates at each (N, D) point: sweep more (grid spec hparams.lr)"
             )
-        best, convex = quadratic_minimum(x, loss, z)
-        replicates = []
+        best = quadratic_minimum(x, loss, z)
+        reps = []
         for _ in range(n_boot):
             pick = rng.integers(0, len(group), len(group))
-            if len(np.unique(x[pick])) < 3:
-                continue
-            replicates.append(quadratic_minimum(x[pick], loss[pick], None if z is None else z[pick])[0])
-        reps = np.array(replicates)
-        lr_interval = _interval(np.exp(reps[:, 0]), float(np.exp(best[0])), level)
-        bs_interval = _interval(np.exp(reps[:, 1]), float(np.exp(best[1])), level) if z is not None else None
-        inside = convex and x.min() <= np.log(lr_interval.low) and np.log(lr_interval.high) <= x.max()
+            if len(np.unique(x[pick])) >= 3:
+                v = quadratic_minimum(x[pick], loss[pick], None if z is None else z[pick])
+                reps.append((v.x, np.nan if v.z is None else v.z, v.value))
+        reps = np.array(reps).reshape(-1, 3)
+        lr = interval(np.exp(reps[:, 0]), float(np.exp(best.x)), level)
+        lr_inside = best.convex and x.min() <= np.log(lr.low) and np.log(lr.high) <= x.max()
+        batch = batch_inside = batch_range = None
         if z is not None:
-            inside = inside and z.min() <= np.log(bs_interval.low) and np.log(bs_interval.high) <= z.max()
-        if not inside:
-            warnings.warn(
-                f"N={n:g}, D={d:g}: the optimal learning rate {lr_interval.estimate:.3g} "
-                f"[{lr_interval.low:.3g}, {lr_interval.high:.3g}] is not inside the swept "
-                f"{np.exp(x.min()):.3g}..{np.exp(x.max()):.3g}: extend the sweep past that edge",
-                stacklevel=2,
+            batch = interval(np.exp(reps[:, 1]), float(np.exp(best.z)), level)
+            batch_range = (float(np.exp(z.min())), float(np.exp(z.max())))
+            batch_inside = bool(
+                len(np.unique(z)) > 2 and z.min() < np.log(batch.low) and np.log(batch.high) < z.max()
             )
-        optima.append(Optimum(float(n), float(d), lr_interval, bs_interval, bool(inside), len(group), reps))
+        optima.append(
+            Optimum(
+                n,
+                d,
+                lr,
+                batch,
+                interval(reps[:, 2], best.value, level),
+                best.curvature,
+                bool(lr_inside),
+                batch_inside,
+                len(group),
+                (float(np.exp(x.min())), float(np.exp(x.max()))),
+                batch_range,
+                reps,
+            )  # fmt: skip
+        )
     return optima
 
 
@@ -107,12 +191,32 @@ def fit_optima(
 class OptimumLaw:
     """``value_opt = c N^a D^b`` fitted to the optima (``b`` None when D was not varied)."""
 
+    which: str
     c: Interval
     a: Interval
     b: Interval | None
+    points: int
+    outside: int  # optima used that lie outside their sweep (at an edge)
 
-    def predict(self, N: float, D: float) -> float:
-        return self.c.estimate * N**self.a.estimate * (D**self.b.estimate if self.b else 1.0)
+    def predict(self, N: float | np.ndarray, D: float | np.ndarray) -> float | np.ndarray:
+        return (
+            self.c.estimate * np.power(N, self.a.estimate) * (np.power(D, self.b.estimate) if self.b else 1.0)
+        )
+
+    @property
+    def formula(self) -> str:
+        name = {"lr": "eta_opt", "batch_size": "B_opt"}[self.which]
+        return f"{name} = c N^a" + (" D^b" if self.b else "")
+
+    def as_dict(self) -> dict:
+        return {
+            "formula": self.formula,
+            "c": self.c.as_dict(),
+            "a": self.a.as_dict(),
+            "b": self.b.as_dict() if self.b else None,
+            "points": self.points,
+            "outside_sweep": self.outside,
+        }
 
 
 def fit_optimum_law(
@@ -123,12 +227,12 @@ def fit_optimum_law(
     column = 0 if which == "lr" else 1
     log_n = np.log([o.N for o in optima])
     log_d = np.log([o.D for o in optima])
-    vary_d = len(np.unique(log_d)) > 1
+    vary_d = len(np.unique(np.round(log_d, 6))) > 1
     design = np.stack([np.ones_like(log_n), log_n, *([log_d] if vary_d else [])], axis=1)
     if len(np.unique(log_n)) < 2 or len(optima) < design.shape[1] + 1:
-        raise ValueError(
+        raise DataError(
             f"{len(optima)} optima over {len(np.unique(log_n))} sizes: a law of the optimum needs at least "
-            f"{design.shape[1] + 1} points and 2 sizes (3 with D varied): sweep more sizes"
+            f"{design.shape[1] + 1} points and 2 sizes (3 points with D varied): sweep more sizes"
         )
     value = np.log([(o.lr if which == "lr" else o.batch_size).estimate for o in optima])
     estimate = np.linalg.lstsq(design, value, rcond=None)[0]
@@ -137,8 +241,13 @@ def fit_optimum_law(
     for _ in range(min(len(o.replicates) for o in optima)):
         sample = np.array([o.replicates[rng.integers(len(o.replicates)), column] for o in optima])
         draws.append(np.linalg.lstsq(design, sample, rcond=None)[0])
-    draws = np.array(draws)
-    c = _interval(np.exp(draws[:, 0]), float(np.exp(estimate[0])), level)
-    a = _interval(draws[:, 1], float(estimate[1]), level)
-    b = _interval(draws[:, 2], float(estimate[2]), level) if vary_d else None
-    return OptimumLaw(c, a, b)
+    draws = np.array(draws).reshape(-1, design.shape[1])
+    outside = sum(not (o.lr_inside if which == "lr" else o.batch_inside) for o in optima)
+    return OptimumLaw(
+        which,
+        interval(np.exp(draws[:, 0]), float(np.exp(estimate[0])), level),
+        interval(draws[:, 1], float(estimate[1]), level),
+        interval(draws[:, 2], float(estimate[2]), level) if vary_d else None,
+        len(optima),
+        int(outside),
+    )

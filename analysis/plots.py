@@ -68,8 +68,12 @@ def _tidy_log_ticks(fig: Figure) -> None:
 
 def _minor_2_5(value: float, _pos) -> str:
     exponent = int(np.floor(np.log10(value) + 1e-9))
-    mantissa = round(value / 10.0**exponent)
-    return rf"${mantissa}\times10^{{{exponent}}}$" if mantissa in (2, 5) else ""
+    mantissa = value / 10.0**exponent  # minor ticks may fall between integers (1.5, 1.6, ...)
+    return (
+        rf"${round(mantissa)}\times10^{{{exponent}}}$"
+        if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6
+        else ""
+    )
 
 
 _MINOR_2_5 = FuncFormatter(_minor_2_5)

@@ -164,3 +164,10 @@ def test_runs_of_different_conditioning_are_never_pooled_silently(runs, tmp_path
     assert json.loads(capsys.readouterr().out)["n_points"] == len(ids)
     assert main([*base, "--where", "conditioning=none"]) == 2
     assert "no rows with conditioning = 'none'" in capsys.readouterr().err
+
+
+def test_log_axes_label_only_the_2x_and_5x_minor_ticks():
+    from analysis.plots import _minor_2_5
+
+    assert _minor_2_5(2.0, None) == r"$2\times10^{0}$" and _minor_2_5(5e-3, None) == r"$5\times10^{-3}$"
+    assert [_minor_2_5(v, None) for v in (1.5, 1.6, 3.0, 4.6)] == ["", "", "", ""]  # not "2x", "5x"
