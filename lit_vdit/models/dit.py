@@ -38,6 +38,7 @@ from lit_vdit.models.layers import (
     sincos_temporal,
     spread,
 )
+from lit_vdit.models.mup import MuP, learning_rate_scales, shapes_and_base, widen_init_
 from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, masked_mean
 
 TextConditioning = Literal["cross", "joint", "pooled"]
@@ -64,6 +65,8 @@ LADDER_SIZES: dict[str, tuple[int, int, int]] = {
     "T9": (320, 12, 10),
 }
 PRESETS: dict[str, tuple[int, int, int]] = {**DIT_SIZES, **LADDER_SIZES}
+# Weights initialised with std 0.02 (DiT's); the other Linear / Conv weights are Xavier's or zeros.
+NORMAL_INIT = ("y_embedder.embedding_table.weight", "t_embedder.mlp.0.weight", "t_embedder.mlp.2.weight")
 
 
 def parse_preset(preset: str) -> tuple[tuple[int, int, int], int | None]:
@@ -120,16 +123,17 @@ class DiTBlock(nn.Module):
         qk_norm: bool,
         layout: Literal["full", "spatial", "temporal"],
         text: Literal["cross", "joint"] | None = None,
+        attention_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.layout, self.text = layout, text
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads, qk_norm=qk_norm)
+        self.attn = Attention(hidden_size, num_heads, qk_norm=qk_norm, scale=attention_scale)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
         if text == "cross":
-            self.cross_attn = CrossAttention(hidden_size, hidden_size, num_heads, qk_norm=qk_norm)
+            self.cross_attn = CrossAttention(hidden_size, hidden_size, num_heads, qk_norm, attention_scale)
         elif text == "joint":
             self.text_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
@@ -195,17 +199,22 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated LayerNorm and a linear map from tokens back to patch values."""
+    """adaLN-modulated LayerNorm and a linear map from tokens back to patch values, times
+    ``output_multiplier`` (muP's 1 / m; None: 1)."""
 
-    def __init__(self, hidden_size: int, patch_volume: int, out_channels: int) -> None:
+    def __init__(
+        self, hidden_size: int, patch_volume: int, out_channels: int, output_multiplier: float | None = None
+    ) -> None:
         super().__init__()
+        self.output_multiplier = output_multiplier
         self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(hidden_size, patch_volume * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, segment: torch.Tensor | None = None) -> torch.Tensor:
         shift, scale = (spread(m, segment) for m in self.adaLN_modulation(c).chunk(2, dim=1))
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        out = self.linear(modulate(self.norm_final(x), shift, scale))
+        return out if self.output_multiplier is None else out * self.output_multiplier
 
 
 class VideoDiT(nn.Module):
@@ -233,6 +242,12 @@ class VideoDiT(nn.Module):
             initialised from an image DiT.
         init_checkpoint: a facebookresearch/DiT image checkpoint (``.pt``, loaded with
             ``weights_only=True``) to initialise from (:func:`lit_vdit.models.image_init.inflate_image_dit`).
+        mup_base_width: muP (:mod:`lit_vdit.models.mup`) anchored at this width: init, output and
+            attention multipliers and per-parameter learning rates (:meth:`learning_rate_scales`) such
+            that a learning rate tuned at one width transfers to others; at ``hidden_size`` equal to it
+            the model is the standard one. None: standard parametrisation.
+        mup_base_heads: heads of muP's base model; None keeps the head dim (heads grow with width, as
+            DiT's presets); give ``num_heads`` for models grown at a fixed head count.
     """
 
     def __init__(
@@ -256,8 +271,11 @@ class VideoDiT(nn.Module):
         max_tokens: int | None = None,
         temporal_gate: bool | None = None,
         init_checkpoint: str | None = None,
+        mup_base_width: int | None = None,
+        mup_base_heads: int | None = None,
     ) -> None:
         super().__init__()
+        settings = {k: v for k, v in locals().items() if k not in ("self", "__class__")}  # muP's base model
         (preset_hidden, preset_depth, preset_heads), preset_patch = parse_preset(preset)
         hidden_size = hidden_size or preset_hidden
         depth = depth or preset_depth
@@ -276,6 +294,8 @@ class VideoDiT(nn.Module):
                 )
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if init_checkpoint is not None and mup_base_width is not None:
+            raise ValueError("init_checkpoint: an image DiT is standard-parametrised; drop mup_base_width")
         if init_checkpoint is not None and position != "sincos":
             raise ValueError(
                 "init_checkpoint: facebookresearch/DiT's image models use a fixed sin-cos position table; "
@@ -310,6 +330,11 @@ class VideoDiT(nn.Module):
                 f"{tuple(input_shape)}: raise max_tokens or build for a smaller input_shape"
             )
         self.hidden_size = hidden_size
+        self.mup_base_width = mup_base_width
+        mup, attention_scale, out_multiplier = None, None, None  # the standard parametrisation
+        if mup_base_width is not None:
+            mup = MuP.at(hidden_size, num_heads, mup_base_width, mup_base_heads)
+            attention_scale, out_multiplier = mup.attention_scale, mup.output_multiplier
 
         self.x_embedder = PatchEmbed3D(patch_size, channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -339,11 +364,14 @@ class VideoDiT(nn.Module):
         )
         block_text = self.text_conditioning if self.text_conditioning in ("cross", "joint") else None
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, layout, block_text) for layout in layouts
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, layout, block_text, attention_scale)
+            for layout in layouts
         )
-        self.final_layer = FinalLayer(
-            hidden_size, patch_size[0] * patch_size[1] * patch_size[2], self.out_channels
-        )
+        self.final_layer = FinalLayer(hidden_size, math.prod(patch_size), self.out_channels, out_multiplier)
+        self._mup_shapes: dict[str, tuple[torch.Size, torch.Size]] = {}  # muP: name -> (shape, base shape)
+        if mup is not None:
+            with torch.device("meta"):
+                self._mup_shapes = shapes_and_base(self, VideoDiT(**{**settings, **mup.base_settings()}))
         self.initialize_weights()
         if init_checkpoint is not None:
             inflate_image_dit(self, init_checkpoint)
@@ -380,10 +408,10 @@ class VideoDiT(nn.Module):
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.proj.bias)
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        params = dict(self.named_parameters())
+        for name in NORMAL_INIT:
+            if name in params:  # no class table in an unconditional model
+                nn.init.normal_(params[name], std=0.02)
         # adaLN-Zero: every residual branch and the output start at zero (cross-attention too, as
         # PixArt-alpha).
         for block in self.blocks:
@@ -399,6 +427,12 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self._mup_shapes:
+            widen_init_(self, self._mup_shapes, NORMAL_INIT)
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        """muP's learning-rate multipliers (1 / m of the hidden weights); {} under the standard one."""
+        return learning_rate_scales(self._mup_shapes)
 
     def fsdp_units(self) -> list[nn.Module]:
         """The blocks, sharded and checkpointed one at a time by :func:`lit_vdit.parallel.parallelize`."""

@@ -177,16 +177,16 @@ class Attention(nn.Module):
 
     ``mask`` (B, L) marks the tokens that may be attended to (False at caption padding); with
     ``rope``, only the first ``rope_len`` tokens (the video's, in joint text-video attention) rotate.
+    ``scale`` multiplies the scores (None: 1 / sqrt(head_dim); muP's is :mod:`lit_vdit.models.mup`'s).
     """
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = False, scale: float | None = None) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(
                 f"hidden size {dim} is not divisible by num_heads {num_heads}; pick heads that divide it"
             )
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.num_heads, self.head_dim, self.scale = num_heads, dim // num_heads, scale
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
@@ -212,24 +212,26 @@ class Attention(nn.Module):
             q = torch.cat([rope(q[:, :, :rope_len], rope_tokens), q[:, :, rope_len:]], dim=2)
             k = torch.cat([rope(k[:, :, :rope_len], rope_tokens), k[:, :, rope_len:]], dim=2)
         if lengths is None:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask))
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask(mask), scale=self.scale)
         else:
             parts = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)
-            x = torch.cat([F.scaled_dot_product_attention(*part) for part in parts], dim=2)
+            x = torch.cat([F.scaled_dot_product_attention(*part, scale=self.scale) for part in parts], dim=2)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
 class CrossAttention(nn.Module):
     """Multi-head attention of (B, N, dim) tokens to a (B, L, context_dim) context (caption tokens),
-    keys masked at padding (PixArt-alpha / Open-Sora's cross-attention)."""
+    keys masked at padding (PixArt-alpha / Open-Sora's cross-attention); ``scale`` as :class:`Attention`'s."""
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = False) -> None:
+    def __init__(
+        self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = False, scale: float | None = None
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(
                 f"hidden size {dim} is not divisible by num_heads {num_heads}; pick heads that divide it"
             )
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.num_heads, self.head_dim, self.scale = num_heads, dim // num_heads, scale
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim, 2 * dim)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
@@ -240,7 +242,7 @@ class CrossAttention(nn.Module):
         b, n, d = x.shape
         q = self.q_norm(self.q(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2))
         k, v = self.kv(context).reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, self.k_norm(k), v, attn_mask=key_mask(mask))
+        x = F.scaled_dot_product_attention(q, self.k_norm(k), v, attn_mask=key_mask(mask), scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 

@@ -22,6 +22,7 @@ from lit_vdit.diffusion import Objective, RectifiedFlow, Sampler, default_sample
 from lit_vdit.flops import denoiser_costs, vae_costs
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.layers import LabelEmbedder
+from lit_vdit.models.mup import LearningRateScales, parameter_groups
 from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.accounting import Accounting
@@ -382,16 +383,10 @@ class DiffusionModule(L.LightningModule):
         self.ema.update(self.denoiser, self.hparams.ema_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        decay, no_decay = [], []
-        trained = [*self.denoiser.parameters()]
-        trained += [*self.text.parameters()] if self.text is not None else []  # a trained encoder's
-        for p in trained:
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        named = [*self.denoiser.named_parameters()]  # and a trained encoder's, at lr:
+        named += [(f"text.{n}", p) for n, p in self.text.named_parameters()] if self.text is not None else []
+        scales = self.denoiser.learning_rate_scales() if isinstance(self.denoiser, LearningRateScales) else {}
+        groups = parameter_groups(named, self.hparams.lr, self.hparams.weight_decay, scales)  # muP: lr / m
         # The fused kernel (CPU and CUDA): one pass over all tensors instead of a Python loop over
         # them, which on CPU is most of a small model's step (U0: 11.7 ms per step looped, 1.3 fused).
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=True)
