@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_ARGS ?=
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo hparams-demo lint clean
 
 venv: $(STAMP)
 
@@ -33,5 +33,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lit-vdit demo --out demo_out $(DEMO_ARGS)
 
+# The hyperparameter study (experiments/hparams_demo.yaml): a learning rate x batch size sweep of the
+# DiT ladder, then its optimum laws and report (hparams_out/report/report.html).
+hparams-demo: $(STAMP)
+	$(VENV)/bin/lit-vdit grid run experiments/hparams_demo.yaml --out hparams_out/grid --workers 2
+	$(PY) -m analysis hparams hparams_out/grid/runs.csv --y val_loss_raw --out hparams_out/report
+
 clean:
-	rm -rf demo_out runs .pytest_cache
+	rm -rf demo_out hparams_out runs .pytest_cache

@@ -183,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs of one size whose D agree within this many decades are one (N, D) point "
         "(default %(default)s)",
     )
+    hp.add_argument(
+        "--max-excess",
+        type=float,
+        default=0.5,
+        metavar="FRAC",
+        help="leave out of a point's quadratic the runs whose loss exceeds its best by more than this "
+        "fraction (diverged or far off; default %(default)s)",
+    )
     hp.add_argument("--json", action="store_true", help="print the optima and laws with intervals as JSON")
     hp.add_argument("--out", metavar="DIR", help="also write the HTML + Markdown report with its plots here")
     hp.add_argument("--title", default="Hyperparameter scaling laws")
@@ -333,7 +341,7 @@ def _run_hparams(args: argparse.Namespace) -> int:
     table = hparam_table(df, roles, run=args.run_col, step=args.step_col, pool=tuple(args.pool))
     study = hparam_study(
         table, n_boot=args.bootstrap, level=args.level, seed=args.seed, delta=args.huber_delta,
-        d_tolerance=args.d_tolerance,
+        d_tolerance=args.d_tolerance, max_excess=args.max_excess,
     )  # fmt: skip
     if args.json:
         sys.stdout.write(to_json(study.as_dict()))

@@ -138,8 +138,13 @@ def _curvature_law(optima: list[Optimum]) -> tuple[float, float] | None:
     return float(np.exp(log_k0)), float(kappa)
 
 
-def _fixed_lr(points: pd.DataFrame, optima: list[Optimum], n_boot, level, seed, delta) -> list[FixedLrBias]:
-    """One entry per learning rate swept at every (N, D) point (the best batch size at it)."""
+def _fixed_lr(
+    points: pd.DataFrame, optima: list[Optimum], n_boot: int, level: float, seed: int, delta: float
+) -> list[FixedLrBias]:
+    """One entry per learning rate swept at every (N, D) point (the best batch size at it). The law's
+    intervals take each point's noise from its optimum's bootstrap (one run per point and learning
+    rate has none of its own)."""
+    rng = np.random.default_rng(seed)
     labels = points["point"].to_numpy()
     rounded = points["lr"].map(lambda v: float(f"{v:.6g}"))
     common = set.intersection(*(set(rounded[labels == p]) for p in np.unique(labels)))
@@ -155,8 +160,14 @@ def _fixed_lr(points: pd.DataFrame, optima: list[Optimum], n_boot, level, seed, 
             }
         )
         rows["penalty"] = rows["y"] / rows["y_opt"] - 1
+        noise = [optima[p].replicates[:, 2] - optima[p].loss.estimate for p in at.index]
+        replicates = None
+        if n_boot and all(len(n) for n in noise):
+            replicates = rows["y"].to_numpy() + np.stack(
+                [n[rng.integers(len(n), size=n_boot)] for n in noise], 1
+            )
         try:
-            law = _loss_law(rows[["N", "D", "y"]], n_boot, level, seed, delta)
+            law = _loss_law(rows[["N", "D", "y"]], n_boot, level, seed, delta, replicates)
         except DataError:
             law = None
         out.append(FixedLrBias(lr, rows, law))
@@ -179,27 +190,34 @@ def hparam_study(
     seed: int = 0,
     delta: float = 1e-3,
     d_tolerance: float = 0.02,
+    max_excess: float = 0.5,
 ) -> HparamStudy:
     """Optima per (N, D), their laws, the loss law on and off the optimum, the fixed-LR bias."""
     points = table.frame[[c for c in ("N", "D", "y", "lr", "batch") if c in table.frame]].copy()
     points["point"] = point_groups(points, d_tolerance)
     if "batch" in points and points.groupby("point")["batch"].nunique().max() < 2:
         points = points.drop(columns="batch")  # one batch size per point: a learning-rate sweep
-    optima = fit_optima(points, n_boot=n_boot, level=level, seed=seed, d_tolerance=d_tolerance)
+    optima = fit_optima(points, n_boot, level, seed, d_tolerance, max_excess)
     warnings = list(table.warnings) + [w for o in optima for w in o.warnings]
     lr_law = _law_or_warning(optima, "lr", level, seed, warnings)
     batch_law = _law_or_warning(optima, "batch_size", level, seed, warnings) if "batch" in points else None
     if batch_law is not None and batch_law.outside == batch_law.points:
         warnings.append(
-            "every optimal batch size lies at an edge of its sweep: the batch-size law is not determined"
+            "every optimal batch size lies at an edge of its sweep: no batch-size law (sweep 3 or more "
+            "batch sizes past the edge)"
         )
+        batch_law = None
     frame = pd.DataFrame(
         {"N": [o.N for o in optima], "D": [o.D for o in optima], "y": [o.loss.estimate for o in optima]}
     )
     rng = np.random.default_rng(seed)
-    replicates = np.stack([o.replicates[rng.integers(len(o.replicates), size=n_boot), 2] for o in optima], 1)
+    replicates = None  # the optima's bootstrap losses, when every optimum has them
+    if n_boot and all(len(o.replicates) for o in optima):
+        replicates = np.stack(
+            [o.replicates[rng.integers(len(o.replicates), size=n_boot), 2] for o in optima], 1
+        )
     try:
-        loss_law = _loss_law(frame, n_boot, level, seed, delta, replicates if n_boot else None)
+        loss_law = _loss_law(frame, n_boot, level, seed, delta, replicates)
     except DataError as err:
         loss_law = None
         warnings.append(f"no loss law at the optimum: {err}")
@@ -210,14 +228,13 @@ def hparam_study(
     )  # fmt: skip
     if loss_law is None or lr_law is None or curvature is None:
         return study
-    checked = points
+    checked = points[points["y"] <= points.groupby("point")["y"].transform("min") * (1 + max_excess)]
     if "batch" in points:  # the law is at the optimal batch size: check it on the runs nearest to it
         nearest = [
             np.abs(np.log(rows["batch"]) - np.log(optima[p].batch_size.estimate)).idxmin()
             for p, rows in points.groupby("point")
         ]
-        near = points.loc[nearest, ["point", "batch"]]
-        checked = points.merge(near, on=["point", "batch"])
+        checked = checked.merge(points.loc[nearest, ["point", "batch"]], on=["point", "batch"])
     predicted = np.array([study.predict(r.N, r.D, r.lr) for r in checked.itertuples()])
     rmse = float(np.sqrt(np.mean((predicted / checked["y"].to_numpy() - 1) ** 2)))
     return HparamStudy(**{**study.__dict__, "off_optimum_rmse": rmse})

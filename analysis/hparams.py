@@ -39,10 +39,8 @@ def quadratic_minimum(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None)
     terms linear in z (a quadratic in z is not identifiable), whose minimum over z is the better edge.
     A fit that is not convex returns the best swept point, ``convex`` False.
     """
-    ones = np.ones_like(x)
     levels = 0 if z is None else len(np.unique(z))
-    columns = [ones, x, x**2] + ([z, x * z] if levels > 1 else []) + ([z**2] if levels > 2 else [])
-    coef = np.linalg.lstsq(np.stack(columns, axis=1), y, rcond=None)[0]
+    coef = np.linalg.lstsq(quadratic_design(x, z), y, rcond=None)[0]
     best = int(np.argmin(y))
     fallback = Vertex(float(x[best]), None if z is None else float(z[best]), float(y[best]), False, np.nan)
     if coef[2] <= 0:
@@ -67,6 +65,13 @@ def quadratic_minimum(x: np.ndarray, y: np.ndarray, z: np.ndarray | None = None)
     return Vertex(float(xv), float(zv), float(value), True, float(coef[2]))
 
 
+def quadratic_design(x: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+    """The columns of :func:`quadratic_minimum`'s least squares: 1, x, x^2 (and z, xz; z^2 from three z)."""
+    levels = 0 if z is None else len(np.unique(z))
+    columns = [np.ones_like(x), x, x**2] + ([z, x * z] if levels > 1 else []) + ([z**2] if levels > 2 else [])
+    return np.stack(columns, axis=1)
+
+
 @dataclass(frozen=True)
 class Optimum:
     """The optimal learning rate (and batch size) of one (N, D) point, with intervals."""
@@ -80,6 +85,7 @@ class Optimum:
     lr_inside: bool  # the optimal learning rate and its interval lie inside the swept range
     batch_inside: bool | None
     runs: int
+    left_out: int  # runs far above the point's best loss, left out of its quadratic
     lr_range: tuple[float, float]
     batch_range: tuple[float, float] | None
     replicates: np.ndarray  # bootstrap replicates of (log lr*, log B* or nan, loss*)
@@ -92,6 +98,16 @@ class Optimum:
     def warnings(self) -> list[str]:
         out = []
         where = f"N={self.N:.4g}, D={self.D:.4g}"
+        if self.left_out:
+            out.append(
+                f"{where}: {self.left_out} of {self.runs} runs left out of the quadratic, their loss far "
+                "above the point's best (diverged, or too far from the optimum for a quadratic)"
+            )
+        if not np.isfinite(self.lr.low):
+            out.append(
+                f"{where}: no interval for the optimum: the quadratics have fewer than 2 more runs than "
+                "coefficients in all; sweep more learning rates"
+            )
         if not self.lr_inside:
             lo, hi = self.lr_range
             side = "below" if self.lr.estimate <= np.sqrt(lo * hi) else "above"
@@ -118,6 +134,7 @@ class Optimum:
             "curvature": self.curvature,
             "inside": self.inside,
             "runs": self.runs,
+            "left_out": self.left_out,
             "lr_range": list(self.lr_range),
             "batch_range": list(self.batch_range) if self.batch_range else None,
         }
@@ -133,41 +150,59 @@ def point_groups(frame: pd.DataFrame, d_tolerance: float = 0.02) -> pd.Series:
 
 
 def fit_optima(
-    frame: pd.DataFrame, n_boot: int = 200, level: float = 0.95, seed: int = 0, d_tolerance: float = 0.02
+    frame: pd.DataFrame,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    d_tolerance: float = 0.02,
+    max_excess: float = 0.5,
 ) -> list[Optimum]:
     """Per (N, D) point of ``frame`` (columns N, D, y, lr and optionally batch): the loss-minimising
-    learning rate (and batch size) from a quadratic in their logs, with bootstrap intervals."""
-    rng = np.random.default_rng(seed)
-    with_batch = "batch" in frame
-    optima = []
+    learning rate (and batch size) from a quadratic in their logs, with bootstrap intervals.
+
+    Runs whose loss exceeds the point's best by more than ``max_excess`` (a fraction) are left out: a
+    diverged run, or one far from the optimum, where the loss is not quadratic. Intervals: a parametric
+    bootstrap, each point refitted to its fitted surface plus Gaussian noise of the runs' residual
+    spread, pooled over every point (all runs share one validation protocol). A point has a handful of
+    runs: resampling them would often leave too few learning rates for a quadratic, and a single point's
+    residuals have too few degrees of freedom to estimate the noise.
+    """
+    fits = []
     for _, group in frame.groupby(point_groups(frame, d_tolerance), sort=True):
         n, d = float(group["N"].iloc[0]), float(np.exp(np.log(group["D"]).mean()))
         x = np.log(group["lr"].to_numpy(float))
-        z = np.log(group["batch"].to_numpy(float)) if with_batch else None
+        z = np.log(group["batch"].to_numpy(float)) if "batch" in frame else None
         loss = group["y"].to_numpy(float)
+        swept = (float(np.exp(x.min())), float(np.exp(x.max())))
+        keep = loss <= loss.min() * (1 + max_excess)
+        x, loss, z = x[keep], loss[keep], None if z is None else z[keep]
         lrs = len(np.unique(x))
         if lrs < 3:
             raise DataError(
-                f"N={n:.4g}, D={d:.4g}: {len(group)} runs over {lrs} learning rates; a quadratic optimum "
-                "needs at least 3 learning rates at each (N, D) point: sweep more (grid spec hparams.lr)"
+                f"N={n:.4g}, D={d:.4g}: {int(keep.sum())} runs over {lrs} learning rates within "
+                f"{max_excess:.0%} of the point's best loss; a quadratic optimum needs at least 3: sweep "
+                "more learning rates around the best (grid spec hparams.lr)"
             )
+        design = quadratic_design(x, z)
+        fitted = design @ np.linalg.lstsq(design, loss, rcond=None)[0]
+        fits.append((n, d, x, z, loss, fitted, design.shape[1], swept, len(group), int((~keep).sum())))
+    dof = sum(len(f[4]) - f[6] for f in fits)
+    sigma = np.sqrt(sum(float(np.sum((f[4] - f[5]) ** 2)) for f in fits) / dof) if dof >= 2 else np.nan
+    rng = np.random.default_rng(seed)
+    optima = []
+    for n, d, x, z, loss, fitted, _, swept, runs, left_out in fits:
         best = quadratic_minimum(x, loss, z)
         reps = []
-        for _ in range(n_boot):
-            pick = rng.integers(0, len(group), len(group))
-            if len(np.unique(x[pick])) >= 3:
-                v = quadratic_minimum(x[pick], loss[pick], None if z is None else z[pick])
-                reps.append((v.x, np.nan if v.z is None else v.z, v.value))
+        for _ in range(n_boot if np.isfinite(sigma) else 0):
+            v = quadratic_minimum(x, fitted + rng.normal(0, sigma, len(loss)), z)
+            reps.append((v.x, np.nan if v.z is None else v.z, v.value))
         reps = np.array(reps).reshape(-1, 3)
         lr = interval(np.exp(reps[:, 0]), float(np.exp(best.x)), level)
-        lr_inside = best.convex and x.min() <= np.log(lr.low) and np.log(lr.high) <= x.max()
         batch = batch_inside = batch_range = None
         if z is not None:
             batch = interval(np.exp(reps[:, 1]), float(np.exp(best.z)), level)
             batch_range = (float(np.exp(z.min())), float(np.exp(z.max())))
-            batch_inside = bool(
-                len(np.unique(z)) > 2 and z.min() < np.log(batch.low) and np.log(batch.high) < z.max()
-            )
+            batch_inside = bool(len(np.unique(z)) > 2 and best.convex and z.min() < best.z < z.max())
         optima.append(
             Optimum(
                 n,
@@ -176,10 +211,11 @@ def fit_optima(
                 batch,
                 interval(reps[:, 2], best.value, level),
                 best.curvature,
-                bool(lr_inside),
+                bool(best.convex and swept[0] <= lr.estimate <= swept[1]),
                 batch_inside,
-                len(group),
-                (float(np.exp(x.min())), float(np.exp(x.max()))),
+                runs,
+                left_out,
+                swept,
                 batch_range,
                 reps,
             )  # fmt: skip

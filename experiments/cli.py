@@ -11,12 +11,13 @@ from experiments.grid import GridSpecError, Run, load_spec
 from experiments.plan import plan
 from experiments.progress import run_with_progress
 from experiments.runner import run_slurm, slurm_executor, status
+from experiments.sweep import sweep_settings
 from lit_vdit.io import atomic_write_json
 
 
 def _print_plan(planned) -> None:
     columns = ("run_id", "name", "N", "steps", "samples", "tokens", "C", "6ND", "est_s")
-    widths = (12, 30, 10, 6, 8, 9, 9, 9, 6)
+    widths = (12, 40, 10, 6, 8, 9, 9, 9, 6)
     print(
         " ".join(
             f"{c:{w}s}" if i < 2 else f"{c:>{w}s}"
@@ -26,7 +27,7 @@ def _print_plan(planned) -> None:
     for run, info in planned:
         cells = (
             run.run_id,
-            run.name[:30],
+            run.name[:40],
             f"{info['params_non_embedding']:,d}",
             str(info["max_steps"]),
             str(info["samples"]),
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {Path(args.dir) / 'runs.csv'}: {len(table)} rows from {table['run_id'].nunique()} runs")
         return 0
     try:
-        planned = plan(load_spec(args.spec))
+        planned = plan(load_spec(args.spec), Path(args.out))
     except GridSpecError as error:
         parser.error(str(error))
     _print_plan(planned)
@@ -117,8 +118,13 @@ def run_grid(
 ) -> list[str]:
     """Run a planned grid on this machine with one progress bar (finished runs skipped), collect
     DIR/runs.csv; returns the ids of the runs that failed. ``grid run`` and the demo both use it."""
-    write_grid(out, spec, planned)
-    states = run_with_progress(planned, out, workers=workers)
+    while True:
+        write_grid(out, spec, planned)
+        states = run_with_progress(planned, out, workers=workers)
+        more = plan(load_spec(spec), out) if sweep_settings(load_spec(spec)) else planned
+        if len(more) == len(planned):  # an adaptive sweep adds runs past the edges of finished points
+            break
+        planned = more
     failed = [run_id for run_id, state in states.items() if state == "failed"]
     collect(out)
     failed_ids = ": " + " ".join(failed) if failed else ""

@@ -21,6 +21,10 @@ A spec (read with omegaconf)::
     cooldown:                   # optional: WSD runs branched off one constant-rate trunk per size
       fraction: 0.2             # each run cools down over its last 20% of steps
       shape: 1-sqrt             # linear | 1-sqrt | cosine (see experiments.cooldown)
+    hparams:                    # optional: every run at each learning rate x batch size, keeping its
+      lr: [3.0e-3, 6.0e-3, 1.2e-2]   # data budget; adaptive adds points past an edge optimum
+      batch_size: [8, 16]       # (see experiments.sweep)
+      adaptive: {rounds: 1}
 
 Aliases: ``preset``, ``steps``, ``lr``, ``warmup_steps``, ``seed``, ``num_clips`` (the data budget in
 unique clips), ``batch_size``, ``precision``, ``devices`` and ``strategy`` (a trainer config name in
@@ -50,7 +54,7 @@ ALIASES = {
     "precision": "trainer.precision",
     "devices": "trainer.devices",
 }
-SPEC_KEYS = {"name", "base", "axes", "derived", "isoflop", "cooldown"}
+SPEC_KEYS = {"name", "base", "axes", "derived", "isoflop", "cooldown", "hparams"}
 BASE_KEYS = {"model", "data", "trainer", "overrides"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

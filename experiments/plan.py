@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from experiments.cooldown import apply_cooldown
 from experiments.grid import GridSpecError, Run, expand, resolve_key
+from experiments.sweep import apply_hparams, extend_sweep
 from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
 
@@ -26,6 +28,8 @@ def describe(run: Run) -> dict[str, Any]:
     return {
         **built.costs,
         "global_batch": built.global_batch,
+        "batch_size": built.datamodule.batch_size,
+        "peak_lr": float(built.module.hparams.lr),
         "max_steps": built.trainer.max_steps,
         "warmup_steps": int(built.module.hparams.get("warmup_steps", 0)),
         "train_clips": built.datamodule.train_size,
@@ -78,30 +82,31 @@ def apply_isoflop(
     return out_runs, out_infos
 
 
-def plan(spec: dict[str, Any]) -> list[tuple[Run, dict[str, Any]]]:
+def plan(spec: dict[str, Any], grid_dir: Path | None = None) -> list[tuple[Run, dict[str, Any]]]:
     """Runs with their N, D (samples, tokens), C (measured and 6ND) and an estimated wall time (of
-    the steps it trains itself: a cooldown branch starts at its trunk's step)."""
+    the steps it trains itself: a cooldown branch starts at its trunk's step). With ``grid_dir``, an
+    adaptive sweep's runs past the edges of its finished points too (:func:`extend_sweep`)."""
     runs = expand(spec)
     infos = [describe(run) for run in runs]
     runs, infos = apply_isoflop(spec, runs, infos)
+    runs, infos = apply_hparams(spec, runs, infos)
     runs, infos = apply_cooldown(spec, runs, infos)
     rate = ASSUMED_EFFICIENCY * matmul_flops_per_second(seconds=0.2)
-    planned = []
-    for run, info in zip(runs, infos, strict=True):
-        samples = info["max_steps"] * info["global_batch"]
-        flops = samples * info["flops_train_step"]
-        own = 1 - (run.start.step / info["max_steps"] if run.start is not None else 0)
-        planned.append(
-            (
-                run,
-                {
-                    **info,
-                    "samples": samples,
-                    "tokens": samples * info["tokens_per_sample"],
-                    "flops": flops,
-                    "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
-                    "est_wall_s": math.ceil((flops / rate + info["max_steps"] * STEP_OVERHEAD_S) * own),
-                },
-            )
-        )
+    planned = [(run, _costs(run, info, rate)) for run, info in zip(runs, infos, strict=True)]
+    while grid_dir is not None and (added := extend_sweep(spec, planned, grid_dir)):
+        planned += [(run, _costs(run, info, rate)) for run, info in added]
     return planned
+
+
+def _costs(run: Run, info: dict[str, Any], rate: float) -> dict[str, Any]:
+    samples = info["max_steps"] * info["global_batch"]
+    flops = samples * info["flops_train_step"]
+    own = 1 - (run.start.step / info["max_steps"] if run.start is not None else 0)
+    return {
+        **info,
+        "samples": samples,
+        "tokens": samples * info["tokens_per_sample"],
+        "flops": flops,
+        "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
+        "est_wall_s": math.ceil((flops / rate + info["max_steps"] * STEP_OVERHEAD_S) * own),
+    }

@@ -216,8 +216,7 @@ class RunBuild:
     @property
     def global_batch(self) -> int:
         """Clips per optimizer step over all processes and accumulated micro-batches."""
-        accumulate = int(self.trainer.accumulate_grad_batches or 1)
-        return self.datamodule.batch_size * self.world_size * accumulate
+        return self.datamodule.global_batch(self.world_size, int(self.trainer.accumulate_grad_batches or 1))
 
 
 def build_run(args: list[str], with_data: bool = True) -> RunBuild:

@@ -30,6 +30,7 @@ from lit_vdit.data.datamodule import VideoDataModule
 from lit_vdit.diffusion import timestep_shift
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics.evaluate import process_block
+from lit_vdit.models.mup import mup_base_width
 from lit_vdit.models.text import encoder_name
 from lit_vdit.video_io import write_video
 
@@ -217,12 +218,17 @@ class ScalingRecorder(Callback):
             "hparams": dict(pl_module.hparams),
             "denoiser": type(pl_module.denoiser).__name__,
             "conditioning": pl_module.denoiser.conditioning,
+            "mup_base_width": mup_base_width(pl_module.denoiser),
             "text_encoder": encoder_name(pl_module.encoder),
             "objective": type(pl_module.objective).__name__,
             "timestep_shift": timestep_shift(pl_module.objective, pl_module.latent_shape),
             "strategy": type(strategy).__name__,
             "precision": str(trainer.precision),
             "world_size": trainer.world_size,
+            "peak_lr": pl_module.hparams.lr,
+            "global_batch": data.global_batch(trainer.world_size, trainer.accumulate_grad_batches)
+            if isinstance(data, VideoDataModule)
+            else None,
             "batch_size_per_device": data.batch_size if isinstance(data, VideoDataModule) else None,
             "train_clips": data.train_size if isinstance(data, VideoDataModule) else None,
             "bucket_mix": bucket_mix(buckets) if buckets else "",

@@ -191,6 +191,10 @@ class VideoDataModule(L.LightningDataModule):
             return None
         return [dataset[i]["caption"] for i in range(len(dataset))]
 
+    def global_batch(self, world_size: int, accumulate: int = 1) -> int:
+        """Clips per optimizer step over ``world_size`` processes and ``accumulate`` micro-batches."""
+        return self.batch_size * world_size * accumulate
+
     def clip_size(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """The (frames, height, width) of ``clip_shape``: the largest bucket's with buckets (the model
         is built for it; FVD compares at it), else those given."""
