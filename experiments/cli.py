@@ -16,8 +16,8 @@ from lit_vdit.io import atomic_write_json
 
 
 def _print_plan(planned) -> None:
-    columns = ("run_id", "name", "N", "steps", "samples", "tokens", "C", "6ND", "est_s")
-    widths = (12, 40, 10, 6, 8, 9, 9, 9, 6)
+    columns = ("run_id", "name", "N", "steps", "samples", "tokens", "C", "6ND", "est_s", "mem_GiB")
+    widths = (12, 40, 10, 6, 8, 9, 9, 9, 6, 7)
     print(
         " ".join(
             f"{c:{w}s}" if i < 2 else f"{c:>{w}s}"
@@ -35,6 +35,7 @@ def _print_plan(planned) -> None:
             f"{info['flops']:.3g}",
             f"{info['flops_6nd']:.3g}",
             str(info["est_wall_s"]),
+            f"{info['est_peak_gib']:.3g}",
         )
         print(
             " ".join(

@@ -1,4 +1,5 @@
-"""Planning a grid without training: N, D, C and an estimated wall time per run; IsoFLOP step counts."""
+"""Planning a grid without training: N, D, C, an estimated wall time and peak memory per run; IsoFLOP
+step counts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from experiments.grid import GridSpecError, Run, expand, resolve_key
 from experiments.sweep import apply_hparams, extend_sweep
 from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
+from lit_vdit.memory import GIB, peak_training_bytes
 
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
 # ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
@@ -30,6 +32,10 @@ def describe(run: Run) -> dict[str, Any]:
         "global_batch": built.global_batch,
         "batch_size": built.datamodule.batch_size,
         "peak_lr": float(built.module.hparams.lr),
+        "precision": str(built.trainer.precision),
+        "shards": built.world_size if _sharded(built.trainer.strategy) else 1,
+        "ema": float(built.module.hparams.get("ema_decay", 0.0)) > 0,
+        "activation_checkpointing": bool(built.module.hparams.get("activation_checkpointing", False)),
         "max_steps": built.trainer.max_steps,
         "warmup_steps": int(built.module.hparams.get("warmup_steps", 0)),
         "train_clips": built.datamodule.train_size,
@@ -109,4 +115,23 @@ def _costs(run: Run, info: dict[str, Any], rate: float) -> dict[str, Any]:
         "flops": flops,
         "flops_6nd": six_nd(info["params_non_embedding"], samples * info["tokens_per_sample"]),
         "est_wall_s": math.ceil((flops / rate + info["max_steps"] * STEP_OVERHEAD_S) * own),
+        "est_peak_gib": peak_training_bytes(
+            info,
+            info["batch_size"],
+            shards=info["shards"],
+            precision=info["precision"],
+            ema=info["ema"],
+            activation_checkpointing=info["activation_checkpointing"],
+        )
+        / GIB,
     }
+
+
+def _sharded(strategy: Any) -> bool:
+    """Whether a trainer config's strategy shards the weights (FSDP, FSDP2): its memory divides."""
+    name = (
+        strategy.get("class_path", "")
+        if isinstance(strategy, dict)
+        else getattr(strategy, "class_path", strategy)
+    )
+    return str(name).rsplit(".", 1)[-1] in ("FSDPStrategy", "ModelParallelStrategy", "fsdp")

@@ -15,6 +15,7 @@ import torch
 from torch.utils import flop_counter
 
 from lit_vdit.diffusion import Objective
+from lit_vdit.memory import activation_bytes
 from lit_vdit.models.denoiser import Denoiser, check_denoiser
 from lit_vdit.models.text import TextEmbedding, TextEncoder, is_frozen
 
@@ -73,7 +74,8 @@ def denoiser_costs(
 
     ``flops_forward`` is one forward pass (``flops_attention_forward`` of it in the attention products
     softmax(QK^T)V, quadratic in a clip's tokens); ``flops_train_step`` is the forward and backward of the
-    objective's training loss. Both are per sample (batch of 1), with ``text_shape`` = (caption
+    objective's training loss. Both are per sample (batch of 1), as are the activations the training
+    step saves for backward (:func:`lit_vdit.memory.activation_bytes`), with ``text_shape`` = (caption
     tokens, width) of a text-conditional denoiser's captions at their full length (padding is
     computed too: attention masks it, but SDPA still multiplies it).
     """
@@ -95,7 +97,9 @@ def denoiser_costs(
         return model(x_t, time, y) if text is None else model(x_t, time, y, text)
 
     flops_forward, flops_attention = count_flops_and_attention(lambda: model_fn(x, objective.model_time(t)))
-    flops_train = count_flops(lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward())
+    train_step = lambda: objective.loss(model_fn, x, torch.zeros_like(x), t).sum().backward()  # noqa: E731
+    flops_train = count_flops(train_step)
+    memory = activation_bytes(model, model.fsdp_units(), train_step)
     return {
         "params_total": params_total,
         "params_trainable": params_trainable,
@@ -104,6 +108,7 @@ def denoiser_costs(
         "flops_attention_forward": flops_attention,
         "flops_train_step": flops_train,
         "tokens_per_sample": int(model.num_tokens),
+        **memory,
     }
 
 

@@ -53,6 +53,8 @@ RUN_COSTS: tuple[Column, ...] = (
     Column("flops_forward", "FLOPs", "one forward pass per sample, measured"),
     Column("flops_attention_forward", "FLOPs", "of flops_forward, the attention products (quadratic)"),
     Column("flops_train_step", "FLOPs", "forward + backward of the training loss per sample, measured"),
+    Column("activation_bytes", "bytes", "activations a training step saves for backward, per sample (fp32)"),
+    Column("activation_bytes_checkpointed", "bytes", "the same with activation checkpointing of the blocks"),
     Column("vae_params", "parameters", "frozen VAE parameters (0 in pixel space)"),
     Column("vae_encode_flops", "FLOPs", "VAE encoding of one clip"),
     Column("text_encoder_params", "parameters", "text encoder parameters (frozen or trained; not in N)"),
