@@ -51,8 +51,10 @@ def parallelize(
     device_mesh: DeviceMesh | None = None,
     precision: str = "32-true",
     activation_checkpointing: bool = False,
+    compile: bool | str = False,
 ) -> nn.Module:
-    """Apply activation checkpointing and, given a mesh, FSDP2 sharding to ``model`` in place.
+    """Apply activation checkpointing, ``torch.compile`` and, given a mesh, FSDP2 sharding to ``model``
+    in place, in that order (torchtitan's).
 
     The units are the denoiser's ``fsdp_units()`` (DiT blocks, U-Net stages). With activation
     checkpointing each unit's activations are recomputed in backward instead of stored (PyTorch's
@@ -65,6 +67,10 @@ def parallelize(
             None: no sharding (one device, DDP).
         precision: the Trainer's precision flag, see :func:`mixed_precision_policy`.
         activation_checkpointing: recompute each unit's activations in backward instead of storing them.
+        compile: compile each unit (``nn.Module.compile``: the module object stays, so FSDP2 and the
+            checkpoint hooks see it as before); True for inductor or a backend name. Default dynamic
+            shapes: a second clip shape (buckets) recompiles once into a shape-generic graph, so the
+            compiled graphs stay bounded as shapes vary.
     """
     units = model.fsdp_units()
     if activation_checkpointing:
@@ -72,6 +78,9 @@ def parallelize(
             raise ValueError(f"activation_checkpointing: {type(model).__name__}.fsdp_units() names no blocks")
         for unit in units:
             checkpoint(unit)
+    if compile:
+        for unit in units:
+            unit.compile(backend="inductor" if compile is True else compile)
     if device_mesh is None:
         return model
     # Every unit, the root included, reshards after forward: evaluation runs forward only (the EMA
@@ -84,7 +93,11 @@ def parallelize(
 
 
 def check_strategy(
-    strategy: Strategy | None, world_size: int, vae: nn.Module, activation_checkpointing: bool
+    strategy: Strategy | None,
+    world_size: int,
+    vae: nn.Module,
+    activation_checkpointing: bool,
+    compile: bool | str = False,
 ) -> None:
     """Refuse, before any model is wrapped, the combinations the strategy cannot run."""
     if not isinstance(strategy, FSDPStrategy):
@@ -96,6 +109,11 @@ def check_strategy(
             "a VAE with weights under FSDPStrategy on several devices is not supported: use "
             "configs/trainer/fsdp2_gpu.yaml (FSDP2 shards only the denoiser and its EMA; the frozen VAE "
             "stays whole on every device) or DDP"
+        )
+    if compile:
+        raise ValueError(
+            "compile under FSDPStrategy (FSDP1 wraps the compiled blocks in flat parameters): use FSDP2 "
+            "(configs/trainer/fsdp2_gpu.yaml), DDP or one device, where the module compiles each block"
         )
     if activation_checkpointing:
         raise ValueError(

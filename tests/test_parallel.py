@@ -1,4 +1,5 @@
-"""Strategies on CPU: 2-process DDP and FSDP2 reproduce a single-process run; FSDP2 checkpoints resume.
+"""Strategies on CPU: 2-process DDP and FSDP2 (also with compiled, checkpointed blocks) reproduce a
+single-process run; FSDP2 checkpoints resume.
 
 Multi-process runs are ``lit-vdit fit`` with configs/trainer/{ddp,fsdp2}_cpu.yaml, started as
 ``tests/parallel_run.py`` so that Lightning's launcher can re-run the command for the second process.
@@ -118,7 +119,13 @@ def final_state(checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
 def runs(tmp_path_factory):
     """The same run as one process, as DDP and as FSDP2 on 2 processes (made on first use)."""
     root = tmp_path_factory.mktemp("strategies")
-    settings = {"single": ("cpu", 1), "ddp": ("ddp_cpu", 2), "fsdp2": ("fsdp2_cpu", 2)}
+    settings = {
+        "single": ("cpu", 1),
+        "ddp": ("ddp_cpu", 2),
+        "fsdp2": ("fsdp2_cpu", 2),
+        # each block checkpointed, then compiled, then sharded: the order parallelize applies them
+        "fsdp2_compiled": ("fsdp2_cpu", 2, STEPS, *AC, "--model.init_args.compile", "aot_eager"),
+    }
     made: dict[str, Path] = {}
 
     def get(name: str) -> Path:
@@ -129,7 +136,7 @@ def runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp2", "fsdp2_compiled"])
 def test_two_processes_give_the_single_process_loss_curve(runs, strategy):
     single, parallel = runs("single"), runs(strategy)
     expected, got = step_losses(single), step_losses(parallel)

@@ -124,3 +124,52 @@ def test_bf16_true_keeps_and_updates_the_ema_in_float32(tmp_path):
     resumed, _ = bf16_run(tmp_path / "b", 6, ckpt_path=str(tmp_path / "b" / "last.ckpt"))
     for a, b in zip(resumed.ema.parameters(), ema, strict=True):
         assert a.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def compiled_run(compile, buckets=None, steps: int = 4) -> tuple[DiffusionModule, list[float]]:
+    L.seed_everything(0)
+    module = DiffusionModule(
+        partial(VideoDiT, preset="T0", patch_size=(1, 4, 4)),
+        lr=3e-3,
+        ema_decay=0.9,
+        val_timesteps=2,
+        activation_checkpointing=True,
+        compile=compile,
+    )
+    data = SyntheticDataModule(
+        num_clips=16, val_clips=4, frames=4, height=16, width=16, batch_size=4, buckets=buckets
+    )
+    losses = []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, callbacks=[Losses()], logger=False, limit_val_batches=0,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, data)
+    return module, losses
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", True])  # True: inductor, C++ code compiled for the CPU
+def test_compiled_blocks_train_as_eager_with_checkpointing_and_ema(backend):
+    eager, eager_losses = compiled_run(False)
+    compiled, losses = compiled_run(backend)
+    assert all(block._compiled_call_impl is not None for block in compiled.denoiser.blocks)
+    assert all(block._compiled_call_impl is None for block in compiled.ema.module.blocks)  # evaluated eager
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for a, b in zip(compiled.ema.parameters(), eager.ema.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_blocks_recompile_a_bounded_number_of_times_over_buckets():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    shapes = [{"frames": f, "height": 16, "width": 16, "batch_size": 2} for f in (1, 2, 3, 4)]
+    compiled_run("aot_eager", buckets=shapes, steps=12)
+    # one graph for the first shape, one shape-generic graph after the first recompile: not one per shape
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])

@@ -74,6 +74,9 @@ class DiffusionModule(L.LightningModule):
         activation_checkpointing: recompute each block's activations in backward instead of storing
             them, under one device, DDP and FSDP2 alike (:func:`lit_vdit.parallel.parallelize`);
             ``FSDPStrategy`` refuses it: use its ``activation_checkpointing_policy``.
+        compile: ``torch.compile`` each block of the denoiser (True: inductor, or a backend name such as
+            "aot_eager"), after activation checkpointing and before FSDP2
+            (:func:`~lit_vdit.parallel.parallelize`).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class DiffusionModule(L.LightningModule):
         sampler: Sampler | None = None,
         guidance_scale: float = 1.0,
         activation_checkpointing: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         check_schedule(lr_schedule, warmup_steps, None, decay_fraction, decay_shape)  # max_steps: later
@@ -241,7 +245,9 @@ class DiffusionModule(L.LightningModule):
             self.build(datamodule.clip_shape, datamodule.num_classes)
         strategy = trainer.strategy if trainer is not None else None
         world_size = trainer.world_size if trainer is not None else 1
-        check_strategy(strategy, world_size, self.vae, self.hparams.activation_checkpointing)
+        check_strategy(
+            strategy, world_size, self.vae, self.hparams.activation_checkpointing, self.hparams.compile
+        )
         if self._parallelized:
             return  # configure_model runs again in every fit/validate/predict of the same module
         self._parallelized = True
@@ -250,7 +256,9 @@ class DiffusionModule(L.LightningModule):
         # never runs backward, so it gets no activation checkpointing.
         mesh = strategy.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
         precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
-        parallelize(self.denoiser, mesh, precision, self.hparams.activation_checkpointing)
+        parallelize(
+            self.denoiser, mesh, precision, self.hparams.activation_checkpointing, self.hparams.compile
+        )
         averages = [self.ema.module] if self.ema is not None else []
         averages += [p.module for p in self.power_ema.profiles] if self.power_ema is not None else []
         if self.text is not None:  # a trained encoder: sharded (its gradients reduced) like the denoiser
