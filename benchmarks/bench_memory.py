@@ -1,5 +1,6 @@
 """Peak training memory against tokens per clip: the estimate (lit_vdit.memory, from a meta-device
-pass) beside a measurement, eager and with activation checkpointing, and the largest clip that fits.
+pass) beside a measurement, eager and with activation checkpointing, the estimate per process under
+sequence parallelism, and the largest clip that fits.
 
 Each measured point is a fresh process (``--measure``): the DiT and AdamW are built, one step is
 taken (Adam's moments allocated), then the peak resident memory is reset (Linux /proc/self/clear_refs)
@@ -34,11 +35,16 @@ def build(preset: str, frames: int, size: int) -> VideoDiT:
     return VideoDiT((CHANNELS, frames, size, size), num_classes=16, preset=preset)
 
 
-def estimate(preset: str, frames: int, size: int, batch: int, checkpointed: bool) -> tuple[int, dict]:
+def estimate(
+    preset: str, frames: int, size: int, batch: int, checkpointed: bool, sp: int = 1
+) -> tuple[int, dict]:
     costs = denoiser_costs(
         lambda: build(preset, frames, size), RectifiedFlow(), (CHANNELS, frames, size, size), 16
     )
-    return peak_training_bytes(costs, batch, ema=False, activation_checkpointing=checkpointed), costs
+    peak = peak_training_bytes(
+        costs, batch, ema=False, activation_checkpointing=checkpointed, sequence_parallel=sp
+    )
+    return peak, costs
 
 
 def measure(preset: str, frames: int, size: int, batch: int, checkpointed: bool) -> int:
@@ -63,12 +69,12 @@ def measure(preset: str, frames: int, size: int, batch: int, checkpointed: bool)
 MAX_FRAMES = 4096
 
 
-def largest_frames(preset: str, size: int, batch: int, checkpointed: bool, budget: float) -> int:
+def largest_frames(preset: str, size: int, batch: int, checkpointed: bool, budget: float, sp: int) -> int:
     """The most frames (doubling, up to MAX_FRAMES) whose estimated peak fits ``budget`` bytes."""
     frames = 1
-    while frames < MAX_FRAMES and estimate(preset, frames * 2, size, batch, checkpointed)[0] <= budget:
+    while frames < MAX_FRAMES and estimate(preset, frames * 2, size, batch, checkpointed, sp)[0] <= budget:
         frames *= 2
-    return frames if estimate(preset, frames, size, batch, checkpointed)[0] <= budget else 0
+    return frames if estimate(preset, frames, size, batch, checkpointed, sp)[0] <= budget else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--memory-gib", type=float, default=80.0, help="memory of the device to plan for")
+    parser.add_argument("--sequence-parallel", type=int, default=2, help="degree of the SP estimates")
     parser.add_argument("--measure", nargs=5, metavar=("PRESET", "FRAMES", "SIZE", "BATCH", "CKPT"))
     args = parser.parse_args(argv)
     if args.measure:  # one measured point, in its own process
@@ -88,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     shape = f"{CHANNELS}x{{frames}}x{args.size}x{args.size}"
     print(f"DiT {args.preset}, {shape} latents, batch {args.batch}, fp32; a step's memory above weights "
           "and AdamW states (MiB)")  # fmt: skip
-    heads = ("frames", "tokens", "eager est", "measured", "meas/est", "ckpt est", "measured", "meas/est")
+    sp = args.sequence_parallel
+    heads = ("frames", "tokens", "eager est", "measured", "meas/est", "ckpt est", "measured", "meas/est",
+             f"SP{sp} est", f"SP{sp}+ckpt")  # fmt: skip
     print(" ".join(f"{h:>9}" for h in heads))
     for frames in args.frames:
         row = []
@@ -101,13 +110,19 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
             )
             row += [step_estimate / 2**20, measured / 2**20, measured / step_estimate]
+        for ckpt in (False, True):
+            row.append(
+                step_bytes(costs, args.batch, activation_checkpointing=ckpt, sequence_parallel=sp) / 2**20
+            )
         tokens = costs["tokens_per_sample"]
-        print(" ".join([f"{frames:>9}", f"{tokens:>9}", *(f"{v:>9.2f}" if i % 3 == 2 else f"{v:>9.1f}"
+        print(" ".join([f"{frames:>9}", f"{tokens:>9}", *(f"{v:>9.2f}" if i in (2, 5) else f"{v:>9.1f}"
                                                            for i, v in enumerate(row))]))  # fmt: skip
     budget = args.memory_gib * GIB
-    for ckpt in (False, True):
-        frames = largest_frames(args.preset, args.size, args.batch, ckpt, budget)
-        mode = "activation checkpointing" if ckpt else "eager"
+    for ckpt, degree in ((False, 1), (True, 1), (False, sp), (True, sp)):
+        frames = largest_frames(args.preset, args.size, args.batch, ckpt, budget, degree)
+        mode = ("activation checkpointing" if ckpt else "eager") + (
+            f", sequence parallel {degree}" if degree > 1 else ""
+        )
         at_least = "at least " if frames == MAX_FRAMES else ""
         print(f"largest clip within {args.memory_gib:g} GiB ({mode}): {at_least}{frames} frames of "
               f"{args.size}x{args.size} latents at batch {args.batch} (estimated peak, fp32)")  # fmt: skip

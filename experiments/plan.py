@@ -13,6 +13,7 @@ from experiments.sweep import apply_hparams, extend_sweep
 from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
 from lit_vdit.memory import GIB, peak_training_bytes
+from lit_vdit.parallel import sequence_degree
 
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
 # ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
@@ -36,6 +37,7 @@ def describe(run: Run) -> dict[str, Any]:
         "shards": built.world_size if _sharded(built.trainer.strategy) else 1,
         "ema": float(built.module.hparams.get("ema_decay", 0.0)) > 0,
         "activation_checkpointing": bool(built.module.hparams.get("activation_checkpointing", False)),
+        "sequence_parallel": sequence_degree(built.trainer.strategy),
         "max_steps": built.trainer.max_steps,
         "warmup_steps": int(built.module.hparams.get("warmup_steps", 0)),
         "train_clips": built.datamodule.train_size,
@@ -122,6 +124,7 @@ def _costs(run: Run, info: dict[str, Any], rate: float) -> dict[str, Any]:
             precision=info["precision"],
             ema=info["ema"],
             activation_checkpointing=info["activation_checkpointing"],
+            sequence_parallel=info["sequence_parallel"],
         )
         / GIB,
     }
@@ -134,4 +137,9 @@ def _sharded(strategy: Any) -> bool:
         if isinstance(strategy, dict)
         else getattr(strategy, "class_path", strategy)
     )
-    return str(name).rsplit(".", 1)[-1] in ("FSDPStrategy", "ModelParallelStrategy", "fsdp")
+    return str(name).rsplit(".", 1)[-1] in (
+        "FSDPStrategy",
+        "ModelParallelStrategy",
+        "SequenceParallelStrategy",
+        "fsdp",
+    )

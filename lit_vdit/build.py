@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from lit_vdit.checkpoint_io import AtomicCheckpointIO
 from lit_vdit.data import VideoDataModule
+from lit_vdit.parallel import sequence_degree
 
 
 class _NoTips(logging.Filter):
@@ -216,7 +217,8 @@ class RunBuild:
     @property
     def global_batch(self) -> int:
         """Clips per optimizer step over all processes and accumulated micro-batches."""
-        return self.datamodule.global_batch(self.world_size, int(self.trainer.accumulate_grad_batches or 1))
+        replicas = self.world_size // sequence_degree(self.trainer.strategy)  # a sequence group: one batch
+        return self.datamodule.global_batch(replicas, int(self.trainer.accumulate_grad_batches or 1))
 
 
 def build_run(args: list[str], with_data: bool = True) -> RunBuild:

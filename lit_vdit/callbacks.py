@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_vdit import schema
 from lit_vdit.data.buckets import BucketSampler, bucket_mix
-from lit_vdit.data.datamodule import VideoDataModule
+from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import timestep_shift
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics.evaluate import process_block
@@ -82,7 +82,8 @@ def validation_batches(trainer: L.Trainer) -> Iterator[tuple[Any, list[int], boo
             own = DataLoader(subset, size, num_workers=loader.num_workers, collate_fn=loader.collate_fn)
             return zip(own, ids, strict=True)
 
-    block = process_block(n_batches, trainer.global_rank, trainer.world_size)
+    replicas, rank = process_share(trainer.strategy)  # data-parallel: a sequence group shares its clips
+    block = process_block(n_batches, rank, replicas)
     own = [b for b in block if b < n_batches]
     first = None
     for batch, clip_ids in fetch(own):
@@ -226,7 +227,7 @@ class ScalingRecorder(Callback):
             "precision": str(trainer.precision),
             "world_size": trainer.world_size,
             "peak_lr": pl_module.hparams.lr,
-            "global_batch": data.global_batch(trainer.world_size, trainer.accumulate_grad_batches)
+            "global_batch": data.global_batch(process_share(strategy)[0], trainer.accumulate_grad_batches)
             if isinstance(data, VideoDataModule)
             else None,
             "batch_size_per_device": data.batch_size if isinstance(data, VideoDataModule) else None,

@@ -35,6 +35,7 @@ from lit_vdit.metrics import (
     compute_video_metrics,
     metrics_row,
 )
+from lit_vdit.parallel import SequenceParallelStrategy
 
 
 def evaluation_prompts(
@@ -89,6 +90,11 @@ def process_shard(trainer: L.Trainer | None) -> Shard:
     if trainer is None or trainer.world_size == 1:
         return Shard()
     strategy = trainer.strategy
+    if isinstance(strategy, SequenceParallelStrategy):
+        raise ValueError(
+            "video metrics during a sequence-parallel run are not supported: evaluate its checkpoint with "
+            "`lit-vdit eval` on one device or a data-parallel strategy"
+        )
     return Shard(
         trainer.global_rank, trainer.world_size, lambda t: strategy.all_gather(t.to(strategy.root_device))
     )

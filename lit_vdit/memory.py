@@ -106,14 +106,16 @@ def step_bytes(
     shards: int = 1,
     precision: str = "32-true",
     activation_checkpointing: bool = False,
+    sequence_parallel: int = 1,
 ) -> int:
     """What a training step holds above the weights and optimizer states: its activations (half under
     16-bit precisions) and the gradients (sharded like the weights). Eager, backward frees activations
     as it allocates gradients, so the step peaks at the larger of the two; checkpointed, the gradients
-    accumulate while each block is recomputed, so both count (an upper bound). Measured on CPU by
-    benchmarks/bench_memory.py."""
+    accumulate while each block is recomputed, so both count (an upper bound). Sequence parallelism over
+    ``sequence_parallel`` processes splits every activation by tokens, or by heads around attention.
+    Measured on CPU by benchmarks/bench_memory.py."""
     per_sample = costs["activation_bytes_checkpointed" if activation_checkpointing else "activation_bytes"]
-    activations = per_sample * batch_per_device * (0.5 if "16" in str(precision) else 1.0)
+    activations = per_sample * batch_per_device * (0.5 if "16" in str(precision) else 1.0) / sequence_parallel
     gradients = 4 * _trained(costs) / max(shards, 1)
     return int(activations + gradients if activation_checkpointing else max(activations, gradients))
 
@@ -126,6 +128,7 @@ def peak_training_bytes(
     precision: str = "32-true",
     ema: bool = True,
     activation_checkpointing: bool = False,
+    sequence_parallel: int = 1,
 ) -> int:
     """Estimated peak memory of one training process: the trained parameters' fp32 weights and AdamW
     moments (and the EMA copy) over ``shards``, the frozen VAE and text encoder, and the step
@@ -134,7 +137,8 @@ def peak_training_bytes(
     text = costs.get("text_encoder_params", 0)
     frozen = 4 * (costs.get("vae_params", 0) + (0 if _text_trained(costs) else text))
     step = step_bytes(costs, batch_per_device, shards=shards, precision=precision,
-                      activation_checkpointing=activation_checkpointing)  # fmt: skip
+                      activation_checkpointing=activation_checkpointing,
+                      sequence_parallel=sequence_parallel)  # fmt: skip
     return int(states + frozen + step)
 
 

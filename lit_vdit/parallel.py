@@ -9,14 +9,68 @@ that owns the matching parameter shard and the EMA update is a local ``_foreach_
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, Strategy
+import torch.distributed as dist
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
 from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from lit_vdit.models.denoiser import Denoiser
+
+
+@runtime_checkable
+class SequenceSharded(Protocol):
+    """A denoiser whose tokens can be split over a process group (the video DiT)."""
+
+    def shard_sequence(self, group: dist.ProcessGroup) -> None: ...
+
+
+class SequenceParallelStrategy(ModelParallelStrategy):
+    """FSDP2 over every process plus Ulysses sequence parallelism within groups of
+    ``sequence_parallel_size`` processes, which hold the same clips and split their tokens
+    (:mod:`lit_vdit.models.sequence_parallel`).
+
+    The 2-D mesh is Lightning's (data_parallel, tensor_parallel), its second dimension holding the
+    sequence groups (consecutive ranks: one node's GPUs): data are dealt over the first, the weights
+    sharded over both, flattened. Configs: configs/trainer/sp_cpu.yaml, sp_gpu.yaml.
+    """
+
+    def __init__(self, sequence_parallel_size: int = 2, **kwargs: Any) -> None:
+        if sequence_parallel_size < 1:
+            raise ValueError(f"sequence_parallel_size must be at least 1, got {sequence_parallel_size}")
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=sequence_parallel_size, **kwargs)
+        self.sequence_parallel_size = sequence_parallel_size
+
+    def setup_environment(self) -> None:
+        if self.world_size % self.sequence_parallel_size:
+            raise ValueError(
+                f"sequence_parallel_size {self.sequence_parallel_size} does not divide the {self.world_size} "
+                "processes: choose a degree that divides devices x nodes"
+            )
+        self._data_parallel_size = self.world_size // self.sequence_parallel_size
+        super().setup_environment()
+
+
+def sequence_degree(strategy: Any) -> int:
+    """The sequence-parallel degree of a strategy or of its config (1: none)."""
+    if isinstance(strategy, SequenceParallelStrategy):
+        return strategy.sequence_parallel_size
+    path = (
+        strategy.get("class_path", "") if isinstance(strategy, dict) else getattr(strategy, "class_path", "")
+    )
+    if str(path).rsplit(".", 1)[-1] != SequenceParallelStrategy.__name__:
+        return 1
+    init = strategy.get("init_args", {}) if isinstance(strategy, dict) else getattr(strategy, "init_args", {})
+    size = (
+        init.get("sequence_parallel_size", 2)
+        if isinstance(init, dict)
+        else getattr(init, "sequence_parallel_size", 2)
+    )
+    return int(size)
 
 
 def mixed_precision_policy(precision: str) -> MixedPrecisionPolicy:
@@ -52,6 +106,7 @@ def parallelize(
     precision: str = "32-true",
     activation_checkpointing: bool = False,
     compile: bool | str = False,
+    sequence_parallel: bool = False,
 ) -> nn.Module:
     """Apply activation checkpointing, ``torch.compile`` and, given a mesh, FSDP2 sharding to ``model``
     in place, in that order (torchtitan's).
@@ -71,8 +126,17 @@ def parallelize(
             checkpoint hooks see it as before); True for inductor or a backend name. Default dynamic
             shapes: a second clip shape (buckets) recompiles once into a shape-generic graph, so the
             compiled graphs stay bounded as shapes vary.
+        sequence_parallel: split the tokens over the mesh's second dimension
+            (:class:`SequenceParallelStrategy`) and shard the weights over the whole mesh.
     """
     units = model.fsdp_units()
+    if sequence_parallel:
+        if device_mesh is None or not isinstance(model, SequenceSharded):
+            raise ValueError(
+                f"sequence parallelism splits a DiT's tokens: {type(model).__name__} has no token sequence "
+                "to split (use data parallelism: configs/trainer/fsdp2_*.yaml or ddp_*.yaml)"
+            )
+        model.shard_sequence(device_mesh["tensor_parallel"].get_group())
     if activation_checkpointing:
         if not units:
             raise ValueError(f"activation_checkpointing: {type(model).__name__}.fsdp_units() names no blocks")
@@ -85,11 +149,22 @@ def parallelize(
         return model
     # Every unit, the root included, reshards after forward: evaluation runs forward only (the EMA
     # never runs backward), and the EMA update needs all parameters sharded.
-    kwargs = {"mesh": data_parallel_mesh(device_mesh), "mp_policy": mixed_precision_policy(precision)}
+    mesh = _flat(device_mesh) if sequence_parallel else data_parallel_mesh(device_mesh)
+    kwargs = {"mesh": mesh, "mp_policy": mixed_precision_policy(precision)}
     for unit in units:
         fully_shard(unit, reshard_after_forward=True, **kwargs)
     fully_shard(model, reshard_after_forward=True, **kwargs)
     return model
+
+
+def _flat(device_mesh: DeviceMesh) -> DeviceMesh:
+    """The (data, sequence) mesh as one dimension: FSDP2's gradient mean over every process sums the
+    sequence shares (each process's gradient is its tokens' share x P)."""
+    name = "data_sequence"
+    try:
+        return device_mesh[name]
+    except KeyError:
+        return device_mesh["data_parallel", "tensor_parallel"]._flatten(name)
 
 
 def check_strategy(
@@ -118,6 +193,6 @@ def check_strategy(
     if activation_checkpointing:
         raise ValueError(
             "activation_checkpointing under FSDPStrategy: set the strategy's own "
-            "activation_checkpointing_policy (e.g. {lit_vdit.models.dit.DiTBlock}) instead, or use "
+            "activation_checkpointing_policy (e.g. {lit_vdit.models.dit_blocks.DiTBlock}) instead, or use "
             "FSDP2 (configs/trainer/fsdp2_gpu.yaml), DDP or one device, where the module applies it"
         )

@@ -67,6 +67,7 @@ def test_peak_memory_counts_states_over_shards_and_halves_bf16_activations():
     assert peak_training_bytes(c, 8, ema=False) == one - 4 * c["params_trainable"]
     assert peak_training_bytes(c, 8, shards=2) < one
     assert step_bytes(c, 8, precision="bf16-mixed") == pytest.approx(step_bytes(c, 8) / 2, rel=0.01)
+    assert step_bytes(c, 8, sequence_parallel=2) == pytest.approx(step_bytes(c, 8) / 2, rel=0.01)
 
 
 def test_the_dry_run_plans_peak_memory_per_run(repo_root):
@@ -74,3 +75,19 @@ def test_the_dry_run_plans_peak_memory_per_run(repo_root):
     for _, info in planned:
         assert info["est_peak_gib"] * GIB == pytest.approx(peak_training_bytes(info, 16, ema=False), rel=1e-6)
     assert planned[0][1]["activation_bytes"] > 0
+
+
+def test_a_sequence_parallel_grid_plans_one_batch_per_group_and_a_share_of_the_activations(
+    tmp_path, repo_root
+):
+    spec = tmp_path / "sp.yaml"
+    spec.write_text(
+        f"name: sp\nbase: {{model: {repo_root}/configs/model/dit_demo.yaml, data: {repo_root}/configs/data/"
+        f"synthetic.yaml, trainer: {repo_root}/configs/trainer/sp_cpu.yaml, overrides: {{batch_size: 4, "
+        "model.init_args.denoiser.init_args.preset: T1}}\naxes: {seed: [0]}\n"
+    )
+    ((_, info),) = plan(load_spec(spec))
+    assert info["sequence_parallel"] == 2 and info["shards"] == 2 and info["global_batch"] == 4
+    assert info["est_peak_gib"] * GIB == pytest.approx(
+        peak_training_bytes(info, 4, shards=2, ema=True, sequence_parallel=2), rel=1e-6
+    )

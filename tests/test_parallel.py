@@ -208,13 +208,24 @@ def test_noise_and_label_dropout_depend_on_the_sample_not_the_process():
     assert 0.2 < (uniform < 0.5).float().mean() < 0.8  # about half of the labels would be dropped
 
 
+def dealing(replicas: int, rank: int) -> DDPStrategy:
+    """A strategy whose data-parallel share is (replicas, rank), unlaunched."""
+
+    class Dealt(DDPStrategy):
+        @property
+        def distributed_sampler_kwargs(self) -> dict[str, int]:
+            return {"num_replicas": replicas, "rank": rank}
+
+    return Dealt()
+
+
 @pytest.mark.parametrize(("clips", "world"), [(6, 2), (7, 3), (2, 3)])
 def test_validation_clips_are_dealt_once_each_in_equal_numbers_of_batches(clips, world):
     data = SyntheticDataModule(num_clips=4, val_clips=clips, frames=2, height=8, width=8, batch_size=2)
     data.setup()
     counted, lengths = [], set()
     for rank in range(world):
-        trainer = SimpleNamespace(datamodule=data, world_size=world, global_rank=rank)
+        trainer = SimpleNamespace(datamodule=data, strategy=dealing(world, rank))
         batches = list(validation_batches(trainer))
         lengths.add(len(batches))
         for batch, clip_ids, count in batches:
@@ -269,3 +280,56 @@ def test_a_packed_run_on_two_processes_counts_every_process_pack(tmp_path):
     positions = {0: 4 * 16 * 16 // 16, 1: 2 * 16 * 24 // 16}  # tokens of a clip of each bucket
     assert metrics["tokens_seen"].iloc[-1] == sum(positions[b] for batch in steps for b in batch.buckets)
     assert metrics["train_loss"].notna().all() and metrics["val_loss_raw"].notna().all()
+
+
+SP = ["--model.init_args.denoiser.init_args.preset", "T1"]  # 2 heads: one per process
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [[], ["--model.init_args.denoiser.init_args.attention", "interleaved",
+          "--model.init_args.denoiser.init_args.position", "rope"]],
+    ids=["full-sincos", "interleaved-rope"],
+)  # fmt: skip
+def test_sequence_parallel_run_is_the_single_process_run_and_resumes_to_it(tmp_path, layout):
+    """Degree 2 on 2 processes: each computes half of every clip's tokens (Ulysses); the loss curve is
+    the single-process one to 1e-6, and stopped at step 3 and resumed it is the same run."""
+    single = fit(tmp_path / "single", "cpu", 1, STEPS, *SP, *layout)
+    sp = fit(tmp_path / "sp", "sp_cpu", 1, STEPS, *SP, *layout)
+    expected, got = step_losses(single), step_losses(sp)
+    assert list(got.index) == list(expected.index) and len(got) == STEPS
+    assert torch.allclose(torch.tensor(got.values), torch.tensor(expected.values), rtol=1e-6, atol=0)
+    a, b = pd.read_csv(single / "metrics.csv"), pd.read_csv(sp / "metrics.csv")
+    for column in ("samples_seen", "tokens_seen", "flops_measured"):
+        assert b[column].tolist() == a[column].tolist(), column
+    for column in ("val_loss_raw", "val_loss_ema"):
+        assert torch.allclose(torch.tensor(b[column].values), torch.tensor(a[column].values), rtol=1e-6)
+    result = json.loads((sp / "result.json").read_text())
+    assert result["strategy"] == "SequenceParallelStrategy" and result["global_batch"] == GLOBAL_BATCH
+    if layout:
+        return
+    resumed = fit(tmp_path / "resumed", "sp_cpu", 1, 3, *SP)
+    before = step_losses(resumed)
+    fit(resumed, "sp_cpu", 1, STEPS, *SP, "--ckpt_path", str(resumed / "checkpoints" / "last.ckpt"))
+    got = pd.concat([before, step_losses(resumed)])
+    assert torch.allclose(torch.tensor(got.values), torch.tensor(step_losses(sp).values), rtol=1e-6, atol=0)
+
+
+def test_sequence_parallel_degrees_that_do_not_divide_are_refused():
+    from lit_vdit.parallel import SequenceParallelStrategy
+
+    strategy = SequenceParallelStrategy(sequence_parallel_size=2)  # one process, unlaunched
+    with pytest.raises(ValueError, match="sequence_parallel_size 2 does not divide the 1 processes"):
+        strategy.setup_environment()
+    model = VideoDiT((3, 4, 16, 16), num_classes=4, preset="T0", patch_size=(2, 4, 4))  # 1 head
+    with pytest.raises(ValueError, match="num_heads 1 is not divisible by 2"):
+        model.check_sequence_degree(2)
+
+
+def test_sequence_parallelism_refuses_a_denoiser_without_tokens():
+    from lit_vdit.models.unet import VideoUNet
+    from lit_vdit.parallel import parallelize
+
+    unet = VideoUNet((3, 4, 16, 16), num_classes=4, preset="U0")
+    with pytest.raises(ValueError, match="VideoUNet has no token sequence to split"):
+        parallelize(unet, SimpleNamespace(), sequence_parallel=True)

@@ -6,7 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
+
+from lit_vdit.models.sequence_parallel import SequenceShard
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -200,12 +203,19 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         rope_len: int | None = None,
         lengths: list[int] | None = None,
+        shard: SequenceShard | None = None,
+        layout: tuple[str, int] = ("full", 1),
     ) -> torch.Tensor:
         """``lengths``: the tokens are a pack of clips of these lengths, each attending within itself
-        (block-diagonal attention, run clip by clip with the fused kernel: no masked-out scores)."""
+        (block-diagonal attention, run clip by clip with the fused kernel: no masked-out scores).
+        ``shard``: ``x`` is this process's share of the tokens (sequence parallelism); they are traded
+        for a share of the heads around the attention, arranged in ``layout`` ("full", "spatial" or
+        "temporal", and the clip's frames), which the caller arranges itself otherwise."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
+        if shard is not None:  # (B, H, N/P, d) -> (B, H/P, N, d), then the layout's attention batches
+            q, k, v = (_to_layout(shard.heads_for_tokens(t), layout) for t in (q, k, v))
         if rope is not None and rope_len is None:
             q, k = rope(q, rope_tokens), rope(k, rope_tokens)
         elif rope is not None:
@@ -216,7 +226,29 @@ class Attention(nn.Module):
         else:
             parts = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2), strict=True)
             x = torch.cat([F.scaled_dot_product_attention(*part, scale=self.scale) for part in parts], dim=2)
+        if shard is not None:
+            x = shard.tokens_for_heads(_from_layout(x, layout, b))
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+def _to_layout(x: torch.Tensor, layout: tuple[str, int]) -> torch.Tensor:
+    """(B, H, T*S, d) -> the attention batches of ``layout``: within frames (B*T, H, S, d), across time
+    (B*S, H, T, d), or all tokens."""
+    kind, frames = layout
+    if kind == "spatial":
+        return rearrange(x, "b h (t s) d -> (b t) h s d", t=frames)
+    if kind == "temporal":
+        return rearrange(x, "b h (t s) d -> (b s) h t d", t=frames)
+    return x
+
+
+def _from_layout(x: torch.Tensor, layout: tuple[str, int], batch: int) -> torch.Tensor:
+    kind, _ = layout
+    if kind == "spatial":
+        return rearrange(x, "(b t) h s d -> b h (t s) d", b=batch)
+    if kind == "temporal":
+        return rearrange(x, "(b s) h t d -> b h (t s) d", b=batch)
+    return x
 
 
 class CrossAttention(nn.Module):

@@ -31,7 +31,7 @@ from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_sche
 from lit_vdit.modules.packing import pack_totals, packed_losses, sample_draws
 from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.modules.text_conditioning import TextConditioning, restore_text_state, text_checkpoint_state
-from lit_vdit.parallel import check_strategy, parallelize
+from lit_vdit.parallel import SequenceParallelStrategy, check_strategy, parallelize
 
 # An nn.Module class in configs (jsonargparse resolves class_paths by subclass); the Denoiser protocol
 # it must implement is checked when the model is built (check_denoiser). A text-conditional model is
@@ -256,15 +256,18 @@ class DiffusionModule(L.LightningModule):
         # never runs backward, so it gets no activation checkpointing.
         mesh = strategy.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
         precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
+        sp = isinstance(strategy, SequenceParallelStrategy)  # the EMAs split their tokens alike
+        h = self.hparams
         parallelize(
-            self.denoiser, mesh, precision, self.hparams.activation_checkpointing, self.hparams.compile
+            self.denoiser, mesh, precision, h.activation_checkpointing, h.compile, sequence_parallel=sp
         )
         averages = [self.ema.module] if self.ema is not None else []
         averages += [p.module for p in self.power_ema.profiles] if self.power_ema is not None else []
-        if self.text is not None:  # a trained encoder: sharded (its gradients reduced) like the denoiser
-            averages += self.text.trained_modules()
         for average in averages if mesh is not None else []:
-            parallelize(average, mesh, precision)
+            parallelize(average, mesh, precision, sequence_parallel=sp)
+        if self.text is not None and mesh is not None:  # a trained encoder: sharded like the denoiser
+            for module in self.text.trained_modules():
+                parallelize(module, mesh, precision)
 
     # -- training ---------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -318,7 +321,8 @@ class DiffusionModule(L.LightningModule):
         backward) and its per-sample losses (``sample_losses``, unscaled: what ScalingRecorder averages)."""
         x0, y = self.encode(batch)
         packed = isinstance(x0, list)  # a pack of clips of several shapes (the data's pack_positions)
-        clips = self.count_pack(batch["video"]) if packed else x0.shape[0] * self.trainer.world_size
+        replicas = process_share(self.trainer.strategy)[0]  # data-parallel processes
+        clips = self.count_pack(batch["video"]) if packed else x0.shape[0] * replicas
         text = self.caption_embedding(batch)
         if text is not None and "text_tokens" not in batch:  # encoded now, not once in a caption cache
             self.text.captions_encoded += clips
@@ -332,7 +336,7 @@ class DiffusionModule(L.LightningModule):
             text.drop = uniform < self.caption_dropout
         if packed:  # each process's mean weighted by its clips: the global mean, as one process's
             sample_losses = packed_losses(self.objective, self.denoiser, x0, noise, t, y, text)
-            loss = sample_losses.sum() * self.trainer.world_size / clips
+            loss = sample_losses.sum() * replicas / clips
         else:
             sample_losses = self.objective.loss(denoiser_fn(self.denoiser, y, text=text), x0, noise, t)
             loss = sample_losses.mean()

@@ -132,6 +132,8 @@ def test_hparams_command_prints_the_laws_and_json(tmp_path, capsys):
                 "lr",
                 "--out",
                 str(out),
+                "--bootstrap",
+                "50",
             ]
         )
         == 0
