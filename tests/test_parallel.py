@@ -285,15 +285,19 @@ def test_a_packed_run_on_two_processes_counts_every_process_pack(tmp_path):
 SP = ["--model.init_args.denoiser.init_args.preset", "T1"]  # 2 heads: one per process
 
 
-@pytest.mark.parametrize(
-    "layout",
-    [[], ["--model.init_args.denoiser.init_args.attention", "interleaved",
-          "--model.init_args.denoiser.init_args.position", "rope"]],
-    ids=["full-sincos", "interleaved-rope"],
-)  # fmt: skip
+TWO_BUCKETS = [{"frames": 4, "height": 16, "width": 16}, {"frames": 2, "height": 16, "width": 24}]
+PACKS = [
+    "--data.init_args.buckets", json.dumps(TWO_BUCKETS), "--data.init_args.pack_positions", "2560",
+    "--model.init_args.denoiser.init_args.patch_size", "[1, 4, 4]",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", [[], PACKS], ids=["batches", "packs"])
 def test_sequence_parallel_run_is_the_single_process_run_and_resumes_to_it(tmp_path, layout):
-    """Degree 2 on 2 processes: each computes half of every clip's tokens (Ulysses); the loss curve is
-    the single-process one to 1e-6, and stopped at step 3 and resumed it is the same run."""
+    """Degree 2 on 2 processes: each computes half of every clip's tokens (Ulysses); the loss curve and
+    accounting are the single-process run's to 1e-6 (batches, and packs of clips of two buckets), and
+    stopped at step 3 and resumed it is the same run. (Every layout and conditioning at the model level:
+    tests/test_sequence_parallel.py.)"""
     single = fit(tmp_path / "single", "cpu", 1, STEPS, *SP, *layout)
     sp = fit(tmp_path / "sp", "sp_cpu", 1, STEPS, *SP, *layout)
     expected, got = step_losses(single), step_losses(sp)

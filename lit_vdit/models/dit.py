@@ -371,8 +371,6 @@ class VideoDiT(nn.Module):
                 "packing attends within each clip over all its tokens: use attention='full' and text "
                 "conditioning 'cross' or 'pooled' (or run the clips as batches of one shape)"
             )
-        if self.sequence is not None:
-            raise ValueError("packing with sequence parallelism is not supported: use buckets without packs")
         grids = [self.token_grid(clip[None].shape) for clip in clips]
         lengths = [math.prod(grid) for grid in grids]
         tokens = torch.cat([self.x_embedder(clip[None]) for clip in clips], dim=1)  # (1, N, D)
@@ -391,9 +389,15 @@ class VideoDiT(nn.Module):
             owner = torch.arange(len(clips), device=tokens.device).repeat_interleave(context.shape[1])
             context_mask = ((segment[:, None] == owner[None, :]) & context_mask.reshape(1, -1))[None]
             context = context.reshape(1, -1, context.shape[-1])  # (1, K*L, D)
+        shard = self.sequence
+        if shard is not None:  # this process's share of the pack's tokens; attention sees them all
+            tokens, segment = shard.local(tokens), shard.local(segment[None])[0]
+            context_mask = shard.local(context_mask) if context_mask is not None else None
+            pack = Pack(segment, lengths)
         for block in self.blocks:
-            tokens, _ = block(tokens, c, None, rope, context, context_mask, pack)
-        out = self.final_layer(tokens, c, segment)[0]  # (N, patch values)
+            tokens, _ = block(tokens, c, None, rope, context, context_mask, pack, shard)
+        out = self.final_layer(tokens, c, segment)
+        out = (shard.gather(out) if shard is not None else out)[0]  # (N, patch values)
         return [
             self.unpatchify(part[None], grid)[0] for part, grid in zip(out.split(lengths), grids, strict=True)
         ]

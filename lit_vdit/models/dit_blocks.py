@@ -109,7 +109,7 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
         h = modulate(self.norm1(x), shift_msa, scale_msa)
         attended = (
-            self.attn(h, rope, lengths=pack.lengths)
+            self.attn(h, rope, lengths=pack.lengths, shard=shard)
             if pack is not None
             else self.attend(h, grid, rope, shard)
         )

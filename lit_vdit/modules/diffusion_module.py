@@ -354,10 +354,12 @@ class DiffusionModule(L.LightningModule):
         return {"loss": loss, "sample_losses": sample_losses.detach()}
 
     def count_pack(self, videos: list[torch.Tensor]) -> int:
-        """Add a pack's clips (of every process: packs differ) to the accounting; their number."""
-        local = pack_totals([self.costs_at(tuple(v.shape)) for v in videos]).to(self.device)
+        """Add a pack's clips (of every data-parallel process: packs differ; a sequence-parallel group
+        shares one) to the accounting; their number."""
+        share = process_share(self.trainer.strategy)[0] / self.trainer.world_size  # 1 / sequence degree
+        local = pack_totals([self.costs_at(tuple(v.shape)) for v in videos]).to(self.device) * share
         samples, tokens, flops, vae_flops = (
-            int(v) for v in self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+            round(v) for v in self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         )
         self.seen.add_totals(samples, tokens, flops, vae_flops, samples)  # a pack is always encoded now
         return samples
