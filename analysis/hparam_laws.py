@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.bootstrap import Bootstrap, Interval, refit_replicates
 from analysis.data import Table, prepare
 from analysis.errors import DataError
-from analysis.hparams import Optimum, OptimumLaw, fit_optima, fit_optimum_law, point_groups
+from analysis.hparams import Optimum, OptimumLaw, fit_optima, fit_optimum_law, near_best, point_groups
 from analysis.laws import LAWS
 from analysis.study import LawResult, fit_law
 
@@ -89,7 +89,7 @@ class FixedLrBias:
 class HparamStudy:
     """Everything ``python -m analysis hparams`` prints and the report's section draws."""
 
-    points: pd.DataFrame  # the runs' final points (N, D, y, lr, [batch], point)
+    points: pd.DataFrame  # the runs' final points (N, D, y, lr, [batch], point, fitted)
     optima: list[Optimum]
     lr_law: OptimumLaw | None
     batch_law: OptimumLaw | None
@@ -195,6 +195,7 @@ def hparam_study(
     """Optima per (N, D), their laws, the loss law on and off the optimum, the fixed-LR bias."""
     points = table.frame[[c for c in ("N", "D", "y", "lr", "batch") if c in table.frame]].copy()
     points["point"] = point_groups(points, d_tolerance)
+    points["fitted"] = near_best(points, points["point"].to_numpy(), max_excess)
     if "batch" in points and points.groupby("point")["batch"].nunique().max() < 2:
         points = points.drop(columns="batch")  # one batch size per point: a learning-rate sweep
     optima = fit_optima(points, n_boot, level, seed, d_tolerance, max_excess)
@@ -228,7 +229,7 @@ def hparam_study(
     )  # fmt: skip
     if loss_law is None or lr_law is None or curvature is None:
         return study
-    checked = points[points["y"] <= points.groupby("point")["y"].transform("min") * (1 + max_excess)]
+    checked = points[points["fitted"]]
     if "batch" in points:  # the law is at the optimal batch size: check it on the runs nearest to it
         nearest = [
             np.abs(np.log(rows["batch"]) - np.log(optima[p].batch_size.estimate)).idxmin()

@@ -25,8 +25,9 @@ def loss_vs_lr(study: HparamStudy) -> Plot:
     ax.set_yscale("linear")
     norm = _colourbar(fig, ax, points["N"], text(f"N = {cols['N']}"))
     batches = sorted(points["batch"].unique()) if "batch" in points else [None]
+    fitted = points[points["fitted"]]
     for marker, b in zip(MARKERS, batches, strict=False):
-        rows = points if b is None else points[points["batch"] == b]
+        rows = fitted if b is None else fitted[fitted["batch"] == b]
         ax.scatter(rows["lr"], rows["y"], c=rows["N"], norm=norm, cmap="viridis", marker=marker, s=22,
                    edgecolor="black", linewidth=0.3, label=None if b is None else f"B = {b:g}")  # fmt: skip
     for o in study.optima:
@@ -36,6 +37,10 @@ def loss_vs_lr(study: HparamStudy) -> Plot:
             ax.plot(lr, o.loss.estimate + o.curvature * np.log(lr / o.lr.estimate) ** 2, color=colour, lw=1.2)
         err = [[o.lr.estimate - o.lr.low], [o.lr.high - o.lr.estimate]]
         ax.errorbar([o.lr.estimate], [o.loss.estimate], xerr=err, fmt="*", ms=11, color=colour, mec="black")
+    left_out = points[~points["fitted"]]
+    if len(left_out):  # diverged or far off: named in the caption, kept off the axis range
+        span = fitted["y"].max() - fitted["y"].min()
+        ax.set_ylim(fitted["y"].min() - 0.05 * span, fitted["y"].max() + 0.1 * span)
     if batches != [None]:
         ax.legend(fontsize=8)
     ax.set(
@@ -48,7 +53,9 @@ def loss_vs_lr(study: HparamStudy) -> Plot:
         "Final loss of every run against its peak learning rate, coloured by model size N"
         + (" (marker: batch size)" if batches != [None] else "")
         + "; per (N, D) point the fitted quadratic in log learning rate (at the optimal batch size) and its "
-        f"optimum (star) with its {100 * study.optima[0].lr.level:g}% bootstrap interval.",
+        f"optimum (star) with its {100 * study.optima[0].lr.level:g}% bootstrap interval"
+        + (f"; {len(left_out)} run(s) far above their point's best loss left out" if len(left_out) else "")
+        + ".",
         fig,
     )
 

@@ -149,6 +149,13 @@ def point_groups(frame: pd.DataFrame, d_tolerance: float = 0.02) -> pd.Series:
     return pd.factorize(frame["N"].rank(method="dense") * 10_000 + labels, sort=True)[0]
 
 
+def near_best(frame: pd.DataFrame, labels: np.ndarray, max_excess: float) -> np.ndarray:
+    """The runs within ``max_excess`` (a fraction) of their point's best loss: those a point's quadratic
+    is fitted to (a diverged run, or one far from the optimum, is not quadratic)."""
+    best = frame.groupby(labels)["y"].transform("min")
+    return (frame["y"] <= best * (1 + max_excess)).to_numpy()
+
+
 def fit_optima(
     frame: pd.DataFrame,
     n_boot: int = 200,
@@ -168,13 +175,15 @@ def fit_optima(
     residuals have too few degrees of freedom to estimate the noise.
     """
     fits = []
-    for _, group in frame.groupby(point_groups(frame, d_tolerance), sort=True):
+    labels = point_groups(frame, d_tolerance)
+    frame = frame.assign(fitted=near_best(frame, labels, max_excess))
+    for _, group in frame.groupby(labels, sort=True):
         n, d = float(group["N"].iloc[0]), float(np.exp(np.log(group["D"]).mean()))
         x = np.log(group["lr"].to_numpy(float))
         z = np.log(group["batch"].to_numpy(float)) if "batch" in frame else None
         loss = group["y"].to_numpy(float)
         swept = (float(np.exp(x.min())), float(np.exp(x.max())))
-        keep = loss <= loss.min() * (1 + max_excess)
+        keep = group["fitted"].to_numpy()
         x, loss, z = x[keep], loss[keep], None if z is None else z[keep]
         lrs = len(np.unique(x))
         if lrs < 3:

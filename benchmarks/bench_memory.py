@@ -1,6 +1,6 @@
 """Peak training memory against tokens per clip: the estimate (lit_vdit.memory, from a meta-device
-pass) beside a measurement, eager and with activation checkpointing, the estimate per process under
-sequence parallelism, and the largest clip that fits.
+pass) beside a measurement, eager, with activation checkpointing and per process under sequence
+parallelism (2 processes over gloo), and the largest clip that fits.
 
 Each measured point is a fresh process (``--measure``): the DiT and AdamW are built, one step is
 taken (Adam's moments allocated), then the peak resident memory is reset (Linux /proc/self/clear_refs)
@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from lit_vdit.diffusion import RectifiedFlow
 from lit_vdit.flops import denoiser_costs
@@ -47,11 +51,32 @@ def estimate(
     return peak, costs
 
 
-def measure(preset: str, frames: int, size: int, batch: int, checkpointed: bool) -> int:
-    """Bytes one training step needs above the resident weights and optimizer states."""
+def measure(preset: str, frames: int, size: int, batch: int, checkpointed: bool, sp: int = 1) -> int:
+    """Bytes one training step needs above the resident weights and optimizer states (the most of any
+    process: with ``sp`` > 1, that many processes over gloo split each clip's tokens)."""
+    if sp == 1:
+        return _measure(preset, frames, size, batch, checkpointed)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_measure_rank, args=(sp, port, out, preset, frames, size, batch, checkpointed), nprocs=sp)
+    return max(out.values())
+
+
+def _measure_rank(rank: int, sp: int, port: int, out: dict, *args: Any) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=sp)
+    out[rank] = _measure(*args, group=dist.group.WORLD)
+    dist.destroy_process_group()
+
+
+def _measure(preset: str, frames: int, size: int, batch: int, checkpointed: bool, group: Any = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model = parallelize(build(preset, frames, size).to(device), activation_checkpointing=checkpointed)
+    model = build(preset, frames, size).to(device)
+    if group is not None:
+        model.shard_sequence(group)
+    model = parallelize(model, activation_checkpointing=checkpointed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     objective = RectifiedFlow()
     x = torch.randn(batch, CHANNELS, frames, size, size, device=device)
@@ -85,37 +110,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--memory-gib", type=float, default=80.0, help="memory of the device to plan for")
     parser.add_argument("--sequence-parallel", type=int, default=2, help="degree of the SP estimates")
-    parser.add_argument("--measure", nargs=5, metavar=("PRESET", "FRAMES", "SIZE", "BATCH", "CKPT"))
+    parser.add_argument("--measure", nargs=6, metavar=("PRESET", "FRAMES", "SIZE", "BATCH", "CKPT", "SP"))
     args = parser.parse_args(argv)
     if args.measure:  # one measured point, in its own process
-        preset, frames, size, batch, ckpt = args.measure
-        print(json.dumps(measure(preset, int(frames), int(size), int(batch), ckpt == "1")))
+        preset, frames, size, batch, ckpt, sp = args.measure
+        print(json.dumps(measure(preset, int(frames), int(size), int(batch), ckpt == "1", int(sp))))
         return 0
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     shape = f"{CHANNELS}x{{frames}}x{args.size}x{args.size}"
     print(f"DiT {args.preset}, {shape} latents, batch {args.batch}, fp32; a step's memory above weights "
           "and AdamW states (MiB)")  # fmt: skip
     sp = args.sequence_parallel
-    heads = ("frames", "tokens", "eager est", "measured", "meas/est", "ckpt est", "measured", "meas/est",
-             f"SP{sp} est", f"SP{sp}+ckpt")  # fmt: skip
+    heads = ("frames", "tokens", *(f"{m} {c}" for m in ("eager", "ckpt", f"SP{sp}", f"SP{sp}+ckpt")
+                                   for c in ("est", "measured", "meas/est")))  # fmt: skip
     print(" ".join(f"{h:>9}" for h in heads))
     for frames in args.frames:
         row = []
-        for ckpt in (False, True):
-            costs = estimate(args.preset, frames, args.size, args.batch, ckpt)[1]
-            step_estimate = step_bytes(costs, args.batch, activation_checkpointing=ckpt)
+        costs = estimate(args.preset, frames, args.size, args.batch, False)[1]
+        for degree, ckpt in ((1, False), (1, True), (sp, False), (sp, True)):
+            step_estimate = step_bytes(
+                costs, args.batch, activation_checkpointing=ckpt, sequence_parallel=degree
+            )
             command = [sys.executable, __file__, "--measure", args.preset, str(frames), str(args.size),
-                       str(args.batch), "1" if ckpt else "0"]  # fmt: skip
+                       str(args.batch), "1" if ckpt else "0", str(degree)]  # fmt: skip
             measured = json.loads(
                 subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
             )
             row += [step_estimate / 2**20, measured / 2**20, measured / step_estimate]
-        for ckpt in (False, True):
-            row.append(
-                step_bytes(costs, args.batch, activation_checkpointing=ckpt, sequence_parallel=sp) / 2**20
-            )
         tokens = costs["tokens_per_sample"]
-        print(" ".join([f"{frames:>9}", f"{tokens:>9}", *(f"{v:>9.2f}" if i in (2, 5) else f"{v:>9.1f}"
+        print(" ".join([f"{frames:>9}", f"{tokens:>9}", *(f"{v:>9.2f}" if i % 3 == 2 else f"{v:>9.1f}"
                                                            for i, v in enumerate(row))]))  # fmt: skip
     budget = args.memory_gib * GIB
     for ckpt, degree in ((False, 1), (True, 1), (False, sp), (True, sp)):
