@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"DiT {args.preset}, {shape} latents, batch {args.batch}, fp32; a step's memory above weights "
           "and AdamW states (MiB)")  # fmt: skip
     sp = args.sequence_parallel
-    heads = ("frames", "tokens", *(f"{m} {c}" for m in ("eager", "ckpt", f"SP{sp}", f"SP{sp}+ckpt")
-                                   for c in ("est", "measured", "meas/est")))  # fmt: skip
+    modes = ("eager", "ckpt", f"SP{sp}", f"SP{sp}+ckpt")
+    print(" " * 20 + "".join(f"{m:>30}" for m in modes))
+    heads = ("frames", "tokens", *(c for _ in modes for c in ("est", "measured", "meas/est")))
     print(" ".join(f"{h:>9}" for h in heads))
     for frames in args.frames:
         row = []
