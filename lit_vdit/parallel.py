@@ -1,10 +1,13 @@
-"""Parallelism in one place, torchtitan style: FSDP2 sharding, mixed precision, activation checkpointing.
+"""Parallelism in one place, torchtitan style: sequence parallelism, activation checkpointing,
+compilation, FSDP2 sharding and mixed precision.
 
 ``DiffusionModule.configure_model`` calls :func:`parallelize` on the denoiser under every strategy
-(activation checkpointing on one device or under DDP, sharding too under ``ModelParallelStrategy``),
-and on its EMA copy under FSDP2. Both get the same sharding, so every EMA shard sits on the process
-that owns the matching parameter shard and the EMA update is a local ``_foreach_lerp_`` on DTensors
-(no communication). The models themselves know nothing of this.
+(activation checkpointing and compilation on one device or under DDP, sharding too under
+``ModelParallelStrategy``, token splitting under :class:`SequenceParallelStrategy`), and on its EMA
+copy under FSDP2. Both get the same sharding, so every EMA shard sits on the process that owns the
+matching parameter shard and the EMA update is a local ``_foreach_lerp_`` on DTensors (no
+communication). The models know only what their interfaces declare (``fsdp_units``, and
+``shard_sequence`` for a model whose tokens can be split).
 """
 
 from __future__ import annotations
