@@ -8,7 +8,6 @@ also where parallelism is applied (:mod:`lit_vdit.parallel`).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ from lit_vdit.models.text import CaptionEmbedder, TextEmbedding, TextEncoder
 from lit_vdit.models.vae import IdentityVAE, VideoAutoencoder, load_frozen_vae, vae_fingerprint
 from lit_vdit.modules.accounting import Accounting
 from lit_vdit.modules.ema import EMA
-from lit_vdit.modules.lr_schedules import check_schedule, lr_factor, resume_schedules
+from lit_vdit.modules.lr_schedules import check_schedule, lambda_schedule, resume_schedules
 from lit_vdit.modules.packing import pack_totals, packed_losses, sample_draws
 from lit_vdit.modules.posthoc_ema import PowerEMA
 from lit_vdit.modules.text_conditioning import TextConditioning, restore_text_state, text_checkpoint_state
@@ -406,21 +405,9 @@ class DiffusionModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=True)
         total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         h = self.hparams
-        if h.lr_schedule != "constant" and total is None:
-            raise ValueError(
-                f"lr_schedule={h.lr_schedule!r} needs trainer.max_steps to know where the decay ends"
-            )
-        check_schedule(h.lr_schedule, h.warmup_steps, total, h.decay_fraction, h.decay_shape)
-        factor = functools.partial(
-            lr_factor,
-            schedule=h.lr_schedule,
-            warmup_steps=h.warmup_steps,
-            total_steps=total,
-            min_lr_ratio=h.min_lr_ratio,
-            decay_fraction=h.decay_fraction,
-            decay_shape=h.decay_shape,
+        scheduler = lambda_schedule(
+            optimizer, h.lr_schedule, h.warmup_steps, total, h.min_lr_ratio, h.decay_fraction, h.decay_shape
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- validation: the scaling metric -------------------------------------------------------------

@@ -10,9 +10,12 @@ several lengths can share one constant-rate trunk and branch off it at
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 SCHEDULES = ("constant", "cosine", "wsd")
 DECAY_SHAPES = ("linear", "1-sqrt", "cosine")
@@ -98,3 +101,29 @@ def resume_schedules(lr_scheduler_configs: Sequence[Any]) -> None:
         for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
             group["lr"] = rate
         scheduler._last_lr = rates
+
+
+def lambda_schedule(
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int | None,
+    min_lr_ratio: float,
+    decay_fraction: float,
+    decay_shape: str,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's schedule as a per-step ``LambdaLR`` of every parameter group's own initial learning
+    rate (muP's groups keep their multipliers); a decaying schedule needs ``total_steps``."""
+    if schedule != "constant" and total_steps is None:
+        raise ValueError(f"lr_schedule={schedule!r} needs trainer.max_steps to know where the decay ends")
+    check_schedule(schedule, warmup_steps, total_steps, decay_fraction, decay_shape)
+    factor = functools.partial(
+        lr_factor,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        total_steps=total_steps,
+        min_lr_ratio=min_lr_ratio,
+        decay_fraction=decay_fraction,
+        decay_shape=decay_shape,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
