@@ -9,6 +9,7 @@ per-point quadratics.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,8 +32,25 @@ def hparam_table(
     step: str = "step",
     pool: Sequence[str] = (),
 ) -> Table:
-    """Each run's final point with roles N, D, y, lr and (optionally) batch, checked as for a fit."""
-    return prepare(df, roles, run=run, step=step, points="final", pool=pool)
+    """Each run's final point with roles N, D, y, lr and (optionally) batch, checked as for a fit. Runs
+    that did not finish (a ``finished`` column false: diverged or stopped) are left out with a warning:
+    their last evaluation is at a smaller D, which would make a point of its own."""
+    unfinished: list[str] = []
+    if "finished" in df and run in df:
+        done = df.groupby(run)["finished"].transform(
+            lambda f: f.astype(str).str.lower().isin(["true", "1"]).all()
+        )
+        unfinished = sorted(map(str, df.loc[~done, run].unique()))
+        df = df[done]
+    table = prepare(df, roles, run=run, step=step, points="final", pool=pool)
+    if not unfinished:
+        return table
+    shown = ", ".join(unfinished[:5]) + (f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else "")
+    note = (
+        f"left out {len(unfinished)} run(s) that did not finish (diverged or stopped: {shown}); rerun them "
+        "(`grid run` resumes) or lower their learning rate if they diverged"
+    )
+    return dataclasses.replace(table, warnings=(*table.warnings, note))
 
 
 def _loss_law(

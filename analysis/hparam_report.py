@@ -123,7 +123,9 @@ def hparam_section(study: HparamStudy, plots: list[Plot]) -> Section:
         f"{len(study.points)} runs at {len(study.optima)} (N, D) points. Per point, the final loss is fitted "
         "with a least-squares quadratic in log learning rate"
         + (" and log batch size" if "batch" in study.points else "")
-        + f"; its minimum is the optimum, with {level} intervals from resampling the point's runs. The "
+        + f"; its minimum is the optimum, with {level} intervals from a parametric bootstrap (refits with "
+        "Gaussian noise of the residual spread pooled over every point; runs far above their point's best "
+        "are left out of its fit). The "
         "optima are fitted as power laws in N (and D) by least squares in log space, intervals from their "
         "bootstrap replicates; the loss at the optima is fitted with the scaling law its points determine. "
         "Columns: " + ", ".join(f"{k} = {v}" for k, v in study.columns.items() if k in study.points) + ".",

@@ -1,11 +1,11 @@
 """Hyperparameter optima as laws (Yin et al. 2024, DeepSeek LLM, Porian et al. 2024), torch-free.
 
 For each (N, D) point of a sweep, the loss surface in log learning rate (and log batch size) is fitted
-with a least-squares quadratic; its minimum is the optimum, with bootstrap intervals (runs resampled
-within the point). The optima are then fitted as power laws eta_opt = c N^a D^b (and B_opt likewise,
-the forms of Yin et al. and DeepSeek LLM) by least squares in log space, with intervals from the optima's
-own bootstrap replicates. :mod:`analysis.hparam_laws` builds the loss law on and off the optimum and
-the bias of a one-learning-rate study on top of these.
+with a least-squares quadratic; its minimum is the optimum, with intervals from a parametric bootstrap
+(the residual noise pooled over the points). The optima are then fitted as power laws eta_opt =
+c N^a D^b (and B_opt likewise, the forms of Yin et al. and DeepSeek LLM) by least squares in log
+space, with intervals from the optima's own bootstrap replicates. :mod:`analysis.hparam_laws` builds
+the loss law on and off the optimum and the bias of a one-learning-rate study on top of these.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Optimum:
     batch_size: Interval | None
     loss: Interval  # the fitted loss at the optimum
     curvature: float  # loss per (log lr)^2 away from the optimum (nan when not convex)
-    lr_inside: bool  # the optimal learning rate and its interval lie inside the swept range
+    lr_inside: bool  # the fit is convex and its optimal learning rate lies inside the swept range
     batch_inside: bool | None
     runs: int
     left_out: int  # runs far above the point's best loss, left out of its quadratic
@@ -182,9 +182,9 @@ def fit_optima(
         x = np.log(group["lr"].to_numpy(float))
         z = np.log(group["batch"].to_numpy(float)) if "batch" in frame else None
         loss = group["y"].to_numpy(float)
-        swept = (float(np.exp(x.min())), float(np.exp(x.max())))
         keep = group["fitted"].to_numpy()
         x, loss, z = x[keep], loss[keep], None if z is None else z[keep]
+        swept = (float(np.exp(x.min())), float(np.exp(x.max())))  # of the runs fitted
         lrs = len(np.unique(x))
         if lrs < 3:
             raise DataError(

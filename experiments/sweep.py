@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from experiments.grid import GridSpecError, Run, resolve_key, run_name
+from experiments.runner import run_dir, run_state
 
 LR, BATCH, STEPS, WARMUP = (resolve_key(k) for k in ("lr", "batch_size", "steps", "warmup_steps"))
 SWEPT = ("lr", "batch_size")
@@ -105,8 +106,12 @@ def apply_hparams(
 
 
 def _final_metric(grid_dir: Path, run: Run, metric: str) -> float | None:
+    """The run's final ``metric``; inf for a failed run (diverged: worse than any), None while unfinished."""
+    directory = run_dir(grid_dir, run)
+    if run_state(directory) == "failed":
+        return math.inf
     try:
-        result = json.loads((grid_dir / "runs" / run.run_id / "result.json").read_text())
+        result = json.loads((directory / "result.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     if not result.get("finished"):
@@ -163,8 +168,9 @@ def extend_sweep(
                 for value, run, info in results
                 if info["batch_size"] == batch
             ]
+            # an adaptive batch size has no grid runs of its own: the point's grid rates bound it
             originals = {info["peak_lr"] for info in grid if info["batch_size"] == batch} or {
-                r for _, r, _, _ in at
+                info["peak_lr"] for info in grid
             }
             ratio = math.exp(np.diff(np.log(sorted(originals))).mean())
             _, best_lr, run, info = min(at, key=lambda r: r[0])

@@ -217,7 +217,13 @@ class RunBuild:
     @property
     def global_batch(self) -> int:
         """Clips per optimizer step over all processes and accumulated micro-batches."""
-        replicas = self.world_size // sequence_degree(self.trainer.strategy)  # a sequence group: one batch
+        degree = sequence_degree(self.trainer.strategy)
+        if self.world_size % degree:
+            raise ValueError(
+                f"sequence_parallel_size {degree} does not divide the {self.world_size} processes: choose a "
+                "degree that divides devices x nodes"
+            )
+        replicas = self.world_size // degree  # a sequence group reads one batch
         return self.datamodule.global_batch(replicas, int(self.trainer.accumulate_grad_batches or 1))
 
 

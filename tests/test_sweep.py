@@ -101,3 +101,23 @@ def test_the_hparams_demo_plans_4_sizes_x_4_learning_rates_x_2_batch_sizes_at_on
     assert {(run.axes["preset"], run.axes["batch_size"], info["max_steps"]) for run, info in planned} == {
         (p, b, 3200 // b) for p in ("T2", "T3", "T4", "T5") for b in (8, 16)
     }
+
+
+def test_a_failed_run_counts_as_the_worst_and_its_point_still_extends(tmp_path, repo_root):
+    path = write_spec(
+        tmp_path,
+        repo_root,
+        {"preset": ["T0"]},
+        hparams={"lr": [1e-3, 4e-3, 1.6e-2], "adaptive": {"rounds": 1}},
+    )
+    spec = load_spec(path)
+    planned = plan(spec)
+    for run, info in planned:
+        if info["peak_lr"] == 1.6e-2:  # diverged: the runner recorded it as failed
+            status = run_dir(tmp_path, run) / "status.json"
+            status.parent.mkdir(parents=True, exist_ok=True)
+            status.write_text(json.dumps({"state": "failed"}))
+        else:
+            finish(tmp_path, run, 0.5 if info["peak_lr"] == 1e-3 else 0.6)
+    added = extend_sweep(spec, planned, tmp_path)
+    assert [run.axes["lr"] for run, _ in added] == [0.00025]  # one step below the best, the lowest

@@ -256,6 +256,11 @@ class DiffusionModule(L.LightningModule):
         mesh = strategy.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
         precision = str(trainer.precision) if mesh is not None else "32-true"  # FSDP2's mixed precision
         sp = isinstance(strategy, SequenceParallelStrategy)  # the EMAs split their tokens alike
+        if sp and self.text is not None and self.text.trained_modules():
+            raise ValueError(
+                "a trained text encoder under sequence parallelism is not supported (its gradients would be "
+                "each process's token share): use a frozen encoder (configs/text/t5_local.yaml), or DDP"
+            )
         h = self.hparams
         parallelize(
             self.denoiser, mesh, precision, h.activation_checkpointing, h.compile, sequence_parallel=sp

@@ -149,3 +149,14 @@ def test_hparams_command_prints_the_laws_and_json(tmp_path, capsys):
     capsys.readouterr()
     assert main(["hparams", *args, "--lr", "nope"]) == 2
     assert "'nope' (for lr; set it with --lr COL)" in capsys.readouterr().err
+
+
+def test_runs_that_did_not_finish_are_left_out_with_a_warning():
+    from analysis.hparam_laws import hparam_table
+
+    runs = one_lr_grid().assign(finished=True)
+    diverged = runs.iloc[[0]].assign(run_id="diverged", finished=False, D=3e8, lr=0.1, y=2.0)
+    table = hparam_table(pd.concat([runs, diverged]), {"N": "N", "D": "D", "y": "y", "lr": "lr"})
+    assert len(table) == len(runs) and "diverged" not in set(table.frame["run_id"])
+    assert any("did not finish" in w and "diverged" in w for w in table.warnings)
+    assert len(hparam_study(table, n_boot=20).optima) == 5
