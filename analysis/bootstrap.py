@@ -129,14 +129,14 @@ def bootstrap_fit(
     level: float = 0.95,
 ) -> Bootstrap:
     """Refit ``fit.law`` on each resample of runs (rows of ``counts``): a point's weight is its run's
-    multiplicity (:func:`refit_replicates`).
+    multiplicity (:func:`refit_replicates`). ``y`` is the response (n,), or one per resample (R, n).
 
     Each replicate runs from ``fit.restarts``: a few grid starts whose runs reached the best optimum
     on the full data. Not from that optimum itself: the Huber objective with a small delta is nearly
     piecewise linear, and a run started at the old optimum stalls there instead of moving to the
     resample's optimum, which would shrink the intervals.
     """
-    base = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    base = np.ones(np.shape(y)[-1]) if weights is None else np.asarray(weights, float)
     thetas = refit_replicates(fit, inputs, y, counts[:, run] * base)
     failed = int((~np.isfinite(thetas).all(axis=1)).sum())
     samples = fit.law.reported(thetas)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import Bootstrap, Interval, refit_replicates
+from analysis.bootstrap import Interval, bootstrap_fit
 from analysis.data import Table, prepare
 from analysis.errors import DataError
 from analysis.hparams import Optimum, OptimumLaw, fit_optima, fit_optimum_law, near_best, point_groups
@@ -78,9 +78,8 @@ def _loss_law(
         return fit_law(law, table, inputs, n_boot=n_boot, level=level, seed=seed, delta=delta)
     res = fit_law(law, table, inputs, n_boot=0, delta=delta)
     x = {name: table.values(role) for name, role in inputs.items()}
-    thetas = refit_replicates(res.fit, x, replicates, np.ones_like(replicates))
-    samples = {k: np.asarray(v, float) for k, v in law.reported(thetas).items()}
-    boot = Bootstrap(samples, level, int((~np.isfinite(thetas).all(axis=1)).sum()))
+    every_point = np.ones((len(replicates), table.n_codes))  # each replicate: all points, new responses
+    boot = bootstrap_fit(res.fit, x, replicates, table.run, every_point, level=level)
     return LawResult(res.fit, boot.intervals(res.fit.estimates), boot, table, dict(inputs))
 
 

@@ -119,10 +119,11 @@ def run_grid(
 ) -> list[str]:
     """Run a planned grid on this machine with one progress bar (finished runs skipped), collect
     DIR/runs.csv; returns the ids of the runs that failed. ``grid run`` and the demo both use it."""
+    adaptive = (sweep_settings(load_spec(spec)) or {}).get("adaptive")  # only it adds runs as results come
     while True:
         write_grid(out, spec, planned)
         states = run_with_progress(planned, out, workers=workers)
-        more = plan(load_spec(spec), out) if sweep_settings(load_spec(spec)) else planned
+        more = plan(load_spec(spec), out) if adaptive else planned
         if len(more) == len(planned):  # an adaptive sweep adds runs past the edges of finished points
             break
         planned = more

@@ -13,7 +13,7 @@ from experiments.sweep import apply_hparams, extend_sweep
 from lit_vdit.build import build_run
 from lit_vdit.flops import matmul_flops_per_second, six_nd
 from lit_vdit.memory import GIB, peak_training_bytes
-from lit_vdit.parallel import sequence_degree
+from lit_vdit.parallel import sequence_degree, shards_weights
 
 # Fraction of this machine's matmul FLOP/s that small training runs reach (measured on the demo
 # ladder on a 2-core CPU); only used for the dry run's wall-time estimate.
@@ -34,7 +34,7 @@ def describe(run: Run) -> dict[str, Any]:
         "batch_size": built.datamodule.batch_size,
         "peak_lr": float(built.module.hparams.lr),
         "precision": str(built.trainer.precision),
-        "shards": built.world_size if _sharded(built.trainer.strategy) else 1,
+        "shards": built.world_size if shards_weights(built.trainer.strategy) else 1,
         "ema": float(built.module.hparams.get("ema_decay", 0.0)) > 0,
         "activation_checkpointing": bool(built.module.hparams.get("activation_checkpointing", False)),
         "sequence_parallel": sequence_degree(built.trainer.strategy),
@@ -128,18 +128,3 @@ def _costs(run: Run, info: dict[str, Any], rate: float) -> dict[str, Any]:
         )
         / GIB,
     }
-
-
-def _sharded(strategy: Any) -> bool:
-    """Whether a trainer config's strategy shards the weights (FSDP, FSDP2): its memory divides."""
-    name = (
-        strategy.get("class_path", "")
-        if isinstance(strategy, dict)
-        else getattr(strategy, "class_path", strategy)
-    )
-    return str(name).rsplit(".", 1)[-1] in (
-        "FSDPStrategy",
-        "ModelParallelStrategy",
-        "SequenceParallelStrategy",
-        "fsdp",
-    )

@@ -12,6 +12,7 @@ communication). The models know only what their interfaces declare (``fsdp_units
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -58,22 +59,35 @@ class SequenceParallelStrategy(ModelParallelStrategy):
         super().setup_environment()
 
 
+def strategy_config(strategy: Any) -> tuple[str, dict[str, Any]]:
+    """(class name, init args) of a trainer config's strategy: a ``class_path`` mapping or namespace, or a
+    name such as "ddp"."""
+
+    def field(obj: Any, key: str, default: Any) -> Any:
+        return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
+
+    path = field(strategy, "class_path", strategy)
+    init = field(strategy, "init_args", {})
+    init = init if isinstance(init, dict) else vars(init)
+    return str(path).rsplit(".", 1)[-1], init
+
+
 def sequence_degree(strategy: Any) -> int:
     """The sequence-parallel degree of a strategy or of its config (1: none)."""
     if isinstance(strategy, SequenceParallelStrategy):
         return strategy.sequence_parallel_size
-    path = (
-        strategy.get("class_path", "") if isinstance(strategy, dict) else getattr(strategy, "class_path", "")
-    )
-    if str(path).rsplit(".", 1)[-1] != SequenceParallelStrategy.__name__:
+    name, init = strategy_config(strategy)
+    if name != SequenceParallelStrategy.__name__:
         return 1
-    init = strategy.get("init_args", {}) if isinstance(strategy, dict) else getattr(strategy, "init_args", {})
-    size = (
-        init.get("sequence_parallel_size", 2)
-        if isinstance(init, dict)
-        else getattr(init, "sequence_parallel_size", 2)
-    )
-    return int(size)
+    default = inspect.signature(SequenceParallelStrategy).parameters["sequence_parallel_size"].default
+    return int(init.get("sequence_parallel_size", default))
+
+
+def shards_weights(strategy: Any) -> bool:
+    """Whether a trainer config's strategy shards the weights (FSDP, FSDP2, sequence parallel)."""
+    return strategy_config(strategy)[0] in (
+        "FSDPStrategy", "ModelParallelStrategy", SequenceParallelStrategy.__name__, "fsdp",
+    )  # fmt: skip
 
 
 def mixed_precision_policy(precision: str) -> MixedPrecisionPolicy:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,24 +15,7 @@ from lit_vdit.flops import denoiser_costs
 from lit_vdit.memory import GIB, peak_training_bytes, step_bytes
 from lit_vdit.models.dit import VideoDiT
 
-MEASURE = """
-import json, sys, torch
-from lit_vdit.diffusion import RectifiedFlow
-from lit_vdit.memory import measure_step_bytes
-from lit_vdit.models.dit import VideoDiT
-from lit_vdit.parallel import parallelize
-frames, ckpt = int(sys.argv[1]), sys.argv[2] == "1"
-torch.manual_seed(0)
-model = parallelize(VideoDiT((4, frames, 32, 32), num_classes=16, preset="T5"), activation_checkpointing=ckpt)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-x, y, objective = torch.randn(1, 4, frames, 32, 32), torch.zeros(1, dtype=torch.long), RectifiedFlow()
-def step():
-    t = objective.sample_timesteps(1, torch.device("cpu"))
-    objective.loss(lambda x_t, time: model(x_t, time, y), x, torch.randn_like(x), t).mean().backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-print(json.dumps(measure_step_bytes(step, torch.device("cpu"))))
-"""
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_memory.py"  # its --measure
 
 
 def costs(frames, preset="T5"):
@@ -48,12 +32,18 @@ def test_activations_grow_linearly_with_tokens_as_fused_attention_keeps_no_score
 @pytest.mark.parametrize("checkpointed", [False, True])
 def test_the_estimated_step_memory_matches_a_measured_cpu_step(checkpointed):
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, "4", "1" if checkpointed else "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    command = [
+        sys.executable,
+        str(BENCHMARK),
+        "--measure",
+        "T5",
+        "4",
+        "32",
+        "1",
+        "1" if checkpointed else "0",
+        "1",
+    ]
+    out = subprocess.run(command, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     measured = json.loads(out.stdout)
     estimated = step_bytes(costs(4), 1, activation_checkpointing=checkpointed)
