@@ -10,7 +10,8 @@ FLOP/s (model FLOPs per step, counted on the meta device, / step time), printed 
 process's dense matmul FLOP/s in the same dtype, so the ratio is an MFU against what this device
 really delivers; ``--peak-tflops`` adds the ratio to a datasheet peak (H100 SXM bf16 dense: 989).
 ``--precision bf16`` runs the step under bf16 autocast (fp32 weights and AdamW, as bf16-mixed).
-``--compile`` also times the model with each block compiled, as runs with ``compile: true`` are
+``--sdpa flash`` allows only the flash attention kernel. ``--compile`` also times the model with each
+block compiled, as runs with ``compile: true`` are
 (:func:`lit_vdit.parallel.parallelize`), and prints compiled / eager. ``--reference DIR`` (a clone of
 facebookresearch/DiT, whose ``models.py`` needs ``pip install timm``) times its ``DiT`` at the same
 size, patch and image (the clip's one frame: give ``--clip C 1 H W``), eager and with its blocks
@@ -20,10 +21,12 @@ compiled likewise, and prints ours / theirs. Run it by hand on an idle machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lit_vdit.diffusion import RectifiedFlow
 from lit_vdit.flops import denoiser_costs, matmul_flops_per_second
@@ -49,6 +52,14 @@ def reference_dit(directory: str, preset: str, shape: tuple[int, ...], patch: in
                num_heads=heads, num_classes=16, learn_sigma=False)  # fmt: skip
 
 
+def attention_kernel(name: str | None) -> contextlib.AbstractContextManager:
+    """Only this scaled-dot-product attention kernel (a step it cannot run fails), or the dispatcher's."""
+    if name is None:
+        return contextlib.nullcontext()
+    backends = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
+    return sdpa_kernel(getattr(SDPBackend, backends.get(name, "MATH")))
+
+
 def compiled_blocks(model: torch.nn.Module) -> torch.nn.Module:
     """Each block compiled: ours through parallelize (the runs' path), the reference's alike."""
     if isinstance(model, VideoDiT):
@@ -72,6 +83,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="datasheet peak for a second ratio")
     parser.add_argument("--compile", action="store_true", help="also time the models with compiled blocks")
     parser.add_argument("--reference", metavar="DIR", help="a clone of facebookresearch/DiT to time beside")
+    parser.add_argument(
+        "--sdpa", choices=["flash", "efficient", "cudnn", "math"], help="allow only this attention kernel"
+    )
     args = parser.parse_args()
     shape = tuple(args.clip)
     device = torch.device(args.device)
@@ -114,9 +128,10 @@ def main() -> None:
                 model = make().to(device)
                 model = compiled_blocks(model) if compiled else model
                 batch = x if name == "lit_vdit" else x[:, :, 0]  # the reference takes images
-                times = training_step_times(
-                    model, RectifiedFlow(), batch, y, args.steps, autocast_dtype, warmup=3
-                )
+                with attention_kernel(args.sdpa):
+                    times = training_step_times(
+                        model, RectifiedFlow(), batch, y, args.steps, autocast_dtype, warmup=3
+                    )
                 seconds[name, compiled] = sum(times) / len(times)
                 achieved = costs["flops_train_step"] * args.batch / seconds[name, compiled]
                 peak = f"{achieved / (args.peak_tflops * 1e12):.1%}" if args.peak_tflops else "-"

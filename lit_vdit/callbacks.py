@@ -28,6 +28,7 @@ from lit_vdit import schema
 from lit_vdit.data.buckets import BucketSampler, bucket_mix
 from lit_vdit.data.datamodule import VideoDataModule, process_share
 from lit_vdit.diffusion import timestep_shift
+from lit_vdit.flops import matmul_flops_per_second
 from lit_vdit.io import atomic_write_json, atomic_write_text
 from lit_vdit.metrics.evaluate import process_block
 from lit_vdit.models.mup import mup_base_width
@@ -260,6 +261,60 @@ class ScalingRecorder(Callback):
         self.train_time = float(state_dict.get("train_time", 0.0))
         loss_sum, loss_count = state_dict.get("pending_loss", (0.0, 0))
         self._restored_loss = (float(loss_sum), int(loss_count))
+
+
+def clips_in_batch(batch: dict[str, Any]) -> int:
+    """A batch's clips on this process: of training or validation (a pack: its list of clips), or of
+    generation (their indices)."""
+    return len(batch[next(key for key in ("latent", "video", "index") if key in batch)])
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a Trainer ``precision`` flag computes matmuls in ("bf16-mixed" -> bfloat16)."""
+    return {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0], torch.float32)
+
+
+class ThroughputMonitor(callbacks.ThroughputMonitor):
+    """Lightning's throughput monitor over the runs' batches: samples/s, batches/s, FLOP/s and MFU, per
+    device (``train/device/...``) and over all devices, averaged over ``window_size`` batches.
+
+    The FLOPs are the accounting's (:attr:`DiffusionModule.flops_per_batch`: the denoiser's measured
+    training FLOPs of each batch at its clip shape, VAE encoding included), so MFU agrees with the run's
+    compute C. Under sequence parallelism a group's processes share their clips, so each counts its share.
+
+    Args:
+        window_size: batches in the rolling average (nothing is logged before that many).
+        available_tflops: one device's peak for MFU: a number in TFLOP/s (H100 / H200 SXM bf16 dense:
+            989), "measured" (a dense matmul in the run's compute dtype timed at setup: MFU against what
+            this device delivers), or None: Lightning's table, which knows CUDA devices only (and gives
+            sparse figures for some).
+    """
+
+    def __init__(self, window_size: int = 20, available_tflops: float | str | None = None) -> None:
+        if isinstance(available_tflops, str) and available_tflops != "measured":
+            raise ValueError(
+                f"ThroughputMonitor(available_tflops={available_tflops!r}): give a number (TFLOP/s of one "
+                "device), 'measured' (time a dense matmul at setup) or null (Lightning's datasheet table)"
+            )
+        super().__init__(batch_size_fn=clips_in_batch, window_size=window_size)
+        self.available_tflops = available_tflops
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        share = process_share(trainer.strategy)[0] / trainer.world_size  # 1 / sequence degree
+        self.batch_size_fn = lambda batch: clips_in_batch(batch) * share
+        super().setup(trainer, pl_module, stage)
+        if self.available_tflops is None:
+            return
+        if self.available_tflops == "measured":
+            device = trainer.strategy.root_device
+            size = 8192 if device.type == "cuda" else 1024
+            dtype = compute_dtype(trainer.precision)
+            self.available_flops = matmul_flops_per_second(size, seconds=1.0, dtype=dtype, device=device)
+        else:
+            self.available_flops = float(self.available_tflops) * 1e12
+        # Lightning's setup built each stage's Throughput with its table's figure.
+        for throughput in self._throughputs.values():
+            throughput.available_flops = self.available_flops
 
 
 def saves_folders(strategy: Any) -> bool:

@@ -23,6 +23,7 @@ class Accounting:
         self.tokens_seen = 0
         self.flops_measured = 0  # the denoiser's training FLOPs, measured per clip shape
         self.flops_vae_encode = 0
+        self.last_flops = 0  # the latest batch's denoiser training and VAE encoding FLOPs (throughput)
         # The checkpoint this run first resumed from: (its step, the FLOPs spent up to it). A cooldown
         # branch starts from its trunk's, whose FLOPs it shares (exact under any mix of clip shapes).
         self.started_from: dict[str, int] | None = None
@@ -42,6 +43,7 @@ class Accounting:
         self.tokens_seen += tokens
         self.flops_measured += flops
         self.flops_vae_encode += vae_flops
+        self.last_flops = flops + vae_flops
 
     def values(self, costs: dict[str, Any], captions_encoded: int) -> dict[str, float]:
         """The accounting columns: the denoiser's FLOPs (measured and 6ND) and, apart, the VAE's

@@ -378,6 +378,12 @@ class DiffusionModule(L.LightningModule):
             self._shape_costs[clip_shape] = self.describe(clip_shape, self.hparams.num_classes)
         return self._shape_costs[clip_shape]
 
+    @property
+    def flops_per_batch(self) -> float | None:
+        """This process's FLOPs in the latest training batch (what Lightning's ``ThroughputMonitor``
+        reads): the global batch's, split over the processes; None outside training."""
+        return self.seen.last_flops / self.trainer.world_size if self.trainer.training else None
+
     def accounting(self) -> dict[str, float]:
         """Cumulative samples, tokens and training FLOPs of all processes (:class:`Accounting`)."""
         return self.seen.values(self.costs, self.text.captions_encoded if self.text is not None else 0)
