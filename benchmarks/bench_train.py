@@ -52,12 +52,17 @@ def reference_dit(directory: str, preset: str, shape: tuple[int, ...], patch: in
                num_heads=heads, num_classes=16, learn_sigma=False)  # fmt: skip
 
 
+ATTENTION_KERNELS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
 def attention_kernel(name: str | None) -> contextlib.AbstractContextManager:
     """Only this scaled-dot-product attention kernel (a step it cannot run fails), or the dispatcher's."""
-    if name is None:
-        return contextlib.nullcontext()
-    backends = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
-    return sdpa_kernel(getattr(SDPBackend, backends.get(name, "MATH")))
+    return sdpa_kernel(ATTENTION_KERNELS[name]) if name else contextlib.nullcontext()
 
 
 def compiled_blocks(model: torch.nn.Module) -> torch.nn.Module:
@@ -83,9 +88,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="datasheet peak for a second ratio")
     parser.add_argument("--compile", action="store_true", help="also time the models with compiled blocks")
     parser.add_argument("--reference", metavar="DIR", help="a clone of facebookresearch/DiT to time beside")
-    parser.add_argument(
-        "--sdpa", choices=["flash", "efficient", "cudnn", "math"], help="allow only this attention kernel"
-    )
+    parser.add_argument("--sdpa", choices=list(ATTENTION_KERNELS), help="allow only this attention kernel")
     args = parser.parse_args()
     shape = tuple(args.clip)
     device = torch.device(args.device)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch.utils.data import DataLoader, Subset
 
@@ -269,11 +270,6 @@ def clips_in_batch(batch: dict[str, Any]) -> int:
     return len(batch[next(key for key in ("latent", "video", "index") if key in batch)])
 
 
-def compute_dtype(precision: str) -> torch.dtype:
-    """The dtype a Trainer ``precision`` flag computes matmuls in ("bf16-mixed" -> bfloat16)."""
-    return {"bf16": torch.bfloat16, "16": torch.float16}.get(str(precision).split("-")[0], torch.float32)
-
-
 class ThroughputMonitor(callbacks.ThroughputMonitor):
     """Lightning's throughput monitor over the runs' batches: samples/s, batches/s, FLOP/s and MFU, per
     device (``train/device/...``) and over all devices, averaged over ``window_size`` batches.
@@ -296,19 +292,22 @@ class ThroughputMonitor(callbacks.ThroughputMonitor):
                 f"ThroughputMonitor(available_tflops={available_tflops!r}): give a number (TFLOP/s of one "
                 "device), 'measured' (time a dense matmul at setup) or null (Lightning's datasheet table)"
             )
-        super().__init__(batch_size_fn=clips_in_batch, window_size=window_size)
+        self.share = 1.0  # of a batch's clips this process computes: 1 / the sequence degree
+        super().__init__(batch_size_fn=self.clips, window_size=window_size)
         self.available_tflops = available_tflops
 
+    def clips(self, batch: dict[str, Any]) -> float:
+        return clips_in_batch(batch) * self.share
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        share = process_share(trainer.strategy)[0] / trainer.world_size  # 1 / sequence degree
-        self.batch_size_fn = lambda batch: clips_in_batch(batch) * share
+        self.share = process_share(trainer.strategy)[0] / trainer.world_size
         super().setup(trainer, pl_module, stage)
         if self.available_tflops is None:
             return
         if self.available_tflops == "measured":
             device = trainer.strategy.root_device
             size = 8192 if device.type == "cuda" else 1024
-            dtype = compute_dtype(trainer.precision)
+            dtype = _plugin_to_compute_dtype(trainer.precision_plugin)  # the dtype the parent's setup uses
             self.available_flops = matmul_flops_per_second(size, seconds=1.0, dtype=dtype, device=device)
         else:
             self.available_flops = float(self.available_tflops) * 1e12
